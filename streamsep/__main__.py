@@ -1,0 +1,3 @@
+from streamsep.cli import main
+
+main()
