@@ -1,0 +1,446 @@
+"""streamsep command line: devices, run, file, bench, eval.
+
+Every failure a user can cause ends in one line on stderr, ``error: <what> <fix>``, and a
+non-zero exit code; set STREAMSEP_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import click
+
+from streamsep.engine.plan import (
+    DEFAULT_CROSSFADE_S,
+    DEFAULT_HOP_S,
+    DEFAULT_LOOKAHEAD_S,
+    DEFAULT_WINDOW_S,
+    WindowPlan,
+)
+from streamsep.separators.registry import DEFAULT_MODEL
+
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3", ".au", ".caf", ".w64")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line."""
+
+
+def _note(text: str) -> None:
+    click.echo(f"note: {text}", err=True)
+
+
+# -- shared options --------------------------------------------------------------------------------
+def _knobs(f: Callable) -> Callable:
+    opts = [
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help="embedded, passthrough, silence, bandpass[:LOW-HIGH], a local model "
+                          "directory, or a Hugging Face repo id."),
+        click.option("--window", type=float, default=DEFAULT_WINDOW_S, show_default=True,
+                     help="Seconds of audio the model sees per window (W)."),
+        click.option("--hop", type=float, default=DEFAULT_HOP_S, show_default=True,
+                     help="New audio per window, seconds (H); compute per window must stay "
+                          "below it."),
+        click.option("--lookahead", type=float, default=DEFAULT_LOOKAHEAD_S, show_default=True,
+                     help="Right context the model sees before audio is emitted, seconds (R)."),
+        click.option("--crossfade", type=float, default=DEFAULT_CROSSFADE_S, show_default=True,
+                     help="Crossfade between consecutive windows, seconds (X)."),
+        click.option("--steps", type=int, default=None,
+                     help="ODE steps (model default if omitted)."),
+        click.option("--method", type=click.Choice(["euler", "midpoint"]), default=None,
+                     help="ODE solver (model default if omitted)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the position-indexed noise."),
+        click.option("--budget", default="auto", show_default=True,
+                     help="Compute allowance per window in seconds, added to the latency; "
+                          "auto = 2x the measured compute, 0.1 s to one hop."),
+        click.option("--on-overload", "overload", type=click.Choice(["dry", "silence"]),
+                     default="dry", show_default=True,
+                     help="What plays where separation is late or skipped: the dry input "
+                          "(as target) or silence."),
+        click.option("--metrics-json", default=None, metavar="PATH|-",
+                     help="Write one JSON object per window to PATH (or - for stdout)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _check_prompt(prompt: str | None) -> str:
+    if prompt is None or not prompt.strip():
+        raise CliError("--prompt is empty: describe the sound to extract, e.g. -p speech")
+    return prompt.strip()
+
+
+def _check_knobs(k: dict[str, Any]) -> None:
+    # Validate with SAM-Audio's geometry before loading anything, so typos fail fast.
+    WindowPlan.from_seconds(48000, 1920, k["window"], k["hop"], k["lookahead"], k["crossfade"])
+    if k["steps"] is not None and k["steps"] < 1:
+        raise CliError(f"--steps must be at least 1 (got {k['steps']})")
+    _budget_seconds(k["budget"])
+
+
+def _budget_seconds(b: str) -> float | None:
+    if str(b).strip().lower() == "auto":
+        return None
+    try:
+        v = float(b)
+    except ValueError:
+        raise CliError(f"--budget must be 'auto' or seconds (got {b!r})") from None
+    if not 0 <= v <= 60 or v != v:
+        raise CliError(f"--budget must be between 0 and 60 seconds (got {b!r})")
+    return v
+
+
+def _load(k: dict[str, Any]) -> tuple[Any, WindowPlan]:
+    from streamsep.separators.registry import load_separator
+
+    sep = load_separator(k["model"], steps=k["steps"], method=k["method"])
+    try:
+        sep.set_prompt(k["prompt"])
+    except (ValueError, RuntimeError, OSError) as e:
+        raise CliError(f"prompt {k['prompt']!r} rejected by the model: {_one_line(e)}") from None
+    plan = WindowPlan.from_seconds(sep.sample_rate, sep.frame_hop, k["window"], k["hop"],
+                                   k["lookahead"], k["crossfade"])
+    return sep, plan
+
+
+def _open_metrics(path: str | None) -> IO[str] | None:
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CliError(f"--metrics-json {path}: folder {folder} does not exist; create it first")
+    try:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by the caller)
+    except OSError as e:
+        raise CliError(f"--metrics-json {path}: {e.strerror}") from None
+
+
+def _budget_samples(k: dict[str, Any], sep: Any, plan: WindowPlan) -> int:
+    from streamsep.engine.engine import auto_budget, warm_up
+
+    b = _budget_seconds(k["budget"])
+    if b is not None:
+        return int(round(b * plan.sample_rate))
+    c = warm_up(sep, plan)
+    budget = auto_budget(plan, c)
+    _note(f"warm-up: {c:.3f} s per window; compute budget {budget / plan.sample_rate:.2f} s")
+    if c > plan.seconds(plan.hop):
+        _note(f"a window takes longer ({c:.2f} s) than the hop ({plan.seconds(plan.hop):.2f} s):"
+              " expect skipped windows; raise --hop or lower --steps/--window")
+    return budget
+
+
+def _is_file(spec: str) -> bool:
+    return spec.lower().endswith(AUDIO_EXTS) or os.sep in spec
+
+
+# -- commands --------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="streamsep")
+def cli() -> None:
+    """Live, text-prompted audio source separation."""
+
+
+@cli.command()
+def devices() -> None:
+    """List audio devices (> default input, < default output)."""
+    from streamsep.audio import devices as dev
+
+    click.echo(dev.list_devices())
+
+
+@cli.command()
+@click.option("-p", "--prompt", required=True, help="The sound to extract, e.g. 'speech'.")
+@click.option("-i", "--input-device", default=None, help="Input device: index or name part.")
+@click.option("-o", "--output-device", default=None,
+              help="Output device for the target: index, name part, or 'none'.")
+@click.option("--residual-out", default=None, metavar="DEV|FILE",
+              help="Send the residual (everything else) to a device or an audio file.")
+@click.option("--record-target", default=None, metavar="FILE", help="Also write the target.")
+@click.option("--blocksize", type=int, default=0, show_default=True,
+              help="Frames per callback; 0 lets PortAudio choose (most robust).")
+@click.option("--latency", default="high", show_default=True,
+              help="Device latency: low, high, or seconds.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@_knobs
+def run(prompt: str, input_device: str | None, output_device: str | None,
+        residual_out: str | None, record_target: str | None, blocksize: int, latency: str,
+        duration: float | None, **k: Any) -> None:
+    """Separate live from an input device to an output device.
+
+    Type a new prompt on stdin to switch at the next window. Ctrl-C stops.
+    """
+    from streamsep.audio import devices as dev
+    from streamsep.audio.files import SafeWriter, check_writable
+    from streamsep.engine import live
+    from streamsep.engine.engine import Engine, FileSink
+    from streamsep.engine.metrics import Metrics
+
+    prompt = _check_prompt(prompt)
+    _check_knobs(k)
+    if blocksize < 0:
+        raise CliError(f"--blocksize must be 0 or positive (got {blocksize})")
+    if latency not in ("low", "high"):
+        try:
+            if float(latency) < 0:
+                raise ValueError
+        except ValueError:
+            raise CliError(f"--latency must be low, high or seconds (got {latency!r})") from None
+    if duration is not None and duration <= 0:
+        raise CliError(f"--duration must be positive (got {duration})")
+    for path in (record_target, residual_out if residual_out and _is_file(residual_out) else None):
+        if path:
+            check_writable(path)
+    in_idx = dev.resolve(input_device, "input")
+    out_idx = None if (output_device or "").lower() == "none" else dev.resolve(output_device,
+                                                                               "output")
+    res_idx = None
+    if residual_out and not _is_file(residual_out):
+        res_idx = dev.resolve(residual_out, "output")
+    sep, plan = _load({**k, "prompt": prompt})
+    for idx, kind in ((in_idx, "input"), (out_idx, "output"), (res_idx, "output")):
+        if idx is not None:
+            dev.check_rate(idx, kind, sep.sample_rate)
+    budget = _budget_samples(k, sep, plan)
+    mfile = _open_metrics(k["metrics_json"])
+    writers: list[Any] = []
+    try:
+        engine = Engine(sep, plan, seed=k["seed"], budget=budget, overload=k["overload"],
+                        metrics=Metrics(mfile), model_name=k["model"])
+        for which, path in (("target", record_target),
+                            ("residual", residual_out if res_idx is None else None)):
+            if path:
+                w = SafeWriter(path, sep.sample_rate)
+                writers.append(w)
+                engine.add_sink(FileSink(w, which))
+        streams = live.open_streams(engine, in_idx, out_idx, res_idx, blocksize=blocksize,
+                                    latency=latency)
+        lat = engine.latency()
+        _note(f"{plan.describe()}")
+        _note(f"input {dev.name(in_idx)} -> output "
+              f"{dev.name(out_idx) if out_idx is not None else 'none'}"
+              f"{'' if res_idx is None else ', residual ' + dev.name(res_idx)}")
+        _note(f"latency {lat['total_s']:.2f} s = algorithmic {lat['algorithmic_s']:.2f} + "
+              f"compute budget {lat['compute_s']:.2f} + device {lat['device_s']:.3f}; "
+              "Ctrl-C stops, a line on stdin changes the prompt")
+        s = live.run(engine, streams, prompt=prompt, duration=duration)
+        _note(_summary_line(s))
+    finally:
+        for w in writers:
+            w.close()
+        if mfile not in (None, sys.stdout):
+            mfile.close()
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    c = s["counters"]
+    rtf = "n/a" if s["rtf_mean"] is None else f"{s['rtf_mean']:.3f}"
+    out = (f"{s['windows']} windows, mean RTF {rtf}, dropped {c['dropped_windows']} windows "
+           f"({c['dropped_s']:.1f} s), underrun {c['underrun_s']:.2f} s, "
+           f"xruns {sum(s['xruns'].values())}")
+    if s.get("drift_ppm") is not None:
+        out += f", drift {s['drift_ppm']:+.1f} ppm"
+    return out
+
+
+@cli.command()
+@click.argument("input_path", metavar="IN")
+@click.option("-p", "--prompt", required=True, help="The sound to extract, e.g. 'speech'.")
+@click.option("-o", "--output", required=True, help="Target output file (same length and rate "
+              "as IN).")
+@click.option("--residual", default=None, help="Residual output file.")
+@click.option("--realtime", is_flag=True, help="Pace the input at real time through the live "
+              "path (overload policy included).")
+@_knobs
+def file(input_path: str, prompt: str, output: str, residual: str | None, realtime: bool,
+         **k: Any) -> None:
+    """Separate an audio file (any rate/channels; written back at IN's rate, mono)."""
+    from streamsep.audio.files import check_finite, check_writable, probe
+    from streamsep.engine.metrics import Metrics
+    from streamsep.engine.offline import run_file
+
+    prompt = _check_prompt(prompt)
+    _check_knobs(k)
+    info = probe(input_path)
+    check_finite(input_path, info)
+    for p in (output, residual):
+        if p is not None:
+            check_writable(p)
+    if residual is not None and os.path.abspath(residual) == os.path.abspath(output):
+        raise CliError("--residual and -o name the same file: give two different files")
+    sep, plan = _load({**k, "prompt": prompt})
+    budget = _budget_samples(k, sep, plan) if realtime else 0
+    mfile = _open_metrics(k["metrics_json"])
+    t0 = time.perf_counter()
+    try:
+        s = run_file(sep, plan, input_path, output, prompt=prompt, residual_path=residual,
+                     seed=k["seed"], realtime=realtime, budget=budget, overload=k["overload"],
+                     metrics=Metrics(mfile), model_name=k["model"], info=info)
+    finally:
+        if mfile not in (None, sys.stdout):
+            mfile.close()
+    wall = time.perf_counter() - t0
+    _note(f"wrote {output}{' and ' + residual if residual else ''} ({info.frames} samples at "
+          f"{info.sample_rate} Hz) in {wall:.1f} s ({info.duration / wall:.1f}x real time); "
+          + _summary_line(s))
+
+
+@cli.command()
+@click.argument("input_path", metavar="[IN]", required=False)
+@click.option("--synthetic", type=float, default=None,
+              help="Seconds of synthetic input instead of IN (default 30 when IN is absent).")
+@click.option("-p", "--prompt", default="speech", show_default=True)
+@click.option("--json", "json_path", default="streamsep-bench.json", show_default=True,
+              help="Where to write the results (- for stdout).")
+@_knobs
+def bench(input_path: str | None, synthetic: float | None, prompt: str, json_path: str,
+          **k: Any) -> None:
+    """Measure compute per window, RTF and the latency to expect live."""
+    from streamsep.audio.files import check_finite, probe, read_audio
+    from streamsep.engine.offline import bench as run_bench
+
+    prompt = _check_prompt(prompt)
+    _check_knobs(k)
+    if input_path is not None and synthetic is not None:
+        raise CliError("give either IN or --synthetic, not both")
+    if synthetic is not None and not 0 < synthetic <= 3600:
+        raise CliError(f"--synthetic must be between 0 and 3600 seconds (got {synthetic})")
+    if input_path is not None:
+        check_finite(input_path, probe(input_path))
+    if json_path != "-":
+        folder = os.path.dirname(os.path.abspath(json_path))
+        if not os.path.isdir(folder):
+            raise CliError(f"--json {json_path}: folder {folder} does not exist")
+    sep, plan = _load({**k, "prompt": prompt})
+    if input_path is not None:
+        audio = read_audio(input_path, sep.sample_rate)
+        source = input_path
+    else:
+        secs = synthetic or 30.0
+        audio = _synthetic(secs, sep.sample_rate)
+        source = f"synthetic {secs:g} s"
+    from streamsep.engine.engine import warm_up
+
+    t_warm = warm_up(sep, plan, runs=1)
+    res = run_bench(sep, plan, audio, prompt=prompt, seed=k["seed"], model_name=k["model"])
+    res.update({"model": k["model"], "source": source, "prompt": prompt,
+                "steps": k["steps"], "method": k["method"], "first_call_s": t_warm,
+                "plan": {"window_s": plan.seconds(plan.window), "hop_s": plan.seconds(plan.hop),
+                         "lookahead_s": plan.seconds(plan.lookahead),
+                         "crossfade_s": plan.seconds(plan.crossfade)}})
+    click.echo(_bench_table(res), err=json_path == "-")
+    text = json.dumps(res, indent=2)
+    if json_path == "-":
+        click.echo(text)
+    else:
+        with open(json_path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        _note(f"wrote {json_path}")
+
+
+def _synthetic(seconds: float, sr: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.1 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * (200 + 50 * t) * t)
+    return x.astype(np.float32)
+
+
+def _bench_table(r: dict[str, Any]) -> str:
+    p = r["plan"]
+    rows = [("model", f"{r['model']} (steps {r['steps'] or 'default'}, "
+                      f"method {r['method'] or 'default'})"),
+            ("input", f"{r['source']} ({r['audio_s']:.1f} s), prompt {r['prompt']!r}"),
+            ("plan", f"window {p['window_s']:.2f} s, hop {p['hop_s']:.2f} s, lookahead "
+                     f"{p['lookahead_s']:.2f} s, crossfade {p['crossfade_s']:.2f} s"),
+            ("windows", str(r["windows"])),
+            ("first call", f"{r['first_call_s']:.3f} s (compilation, excluded)")]
+    if r["windows"]:
+        speed = r["speed"]
+        rows += [
+            ("compute/window", f"mean {r['compute_mean_s']:.3f} s, p50 {r['compute_p50_s']:.3f}, "
+                               f"p95 {r['compute_p95_s']:.3f}, max {r['compute_max_s']:.3f}"),
+            ("RTF (compute/hop)", f"{r['rtf']:.3f}" + (f"  (speed {speed:.1f}x)" if speed
+                                                         else "")),
+            ("real time", "yes" if r["realtime_ok"] else "NO: p95 compute exceeds the hop; "
+                                                         "raise --hop or lower --steps"),
+            ("latency", f"{r['expected_latency_s']:.2f} s = algorithmic "
+                        f"{r['algorithmic_latency_s']:.2f} + budget {r['budget_auto_s']:.2f} "
+                        "(+ device)"),
+        ]
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.pass_context
+def eval(ctx: click.Context) -> None:  # noqa: A001 (the command's name)
+    """Quality benchmark (SI-SDR per prompt class); forwards to streamsep.evaluation."""
+    try:
+        import streamsep.evaluation as ev
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("streamsep"):
+            raise CliError("the evaluation tools are not part of this installation "
+                           "(streamsep.evaluation is missing)") from None
+        raise CliError(f"streamsep eval needs the package '{e.name}': pip install {e.name}") \
+            from None
+    rv = ev.main(list(ctx.args))
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[0].lower() + text[1:] if text[:1].isupper() and text[1:2].islower() else text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    from streamsep.audio.devices import DeviceError
+    from streamsep.audio.files import AudioFileError
+    from streamsep.engine.plan import PlanError
+    from streamsep.separators.registry import ModelError
+
+    debug = os.environ.get("STREAMSEP_DEBUG") == "1"
+    try:
+        rv = cli.main(args=argv, prog_name="streamsep", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "streamsep"
+        click.echo(f"error: {_one_line(click.unstyle(e.format_message()))} "
+                   f"(see `{cmd} --help`)", err=True)
+        sys.exit(e.exit_code or 2)
+    except (CliError, PlanError, AudioFileError, DeviceError, ModelError) as e:
+        if debug:
+            raise
+        click.echo(f"error: {_one_line(e)}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        click.echo(f"error: {type(e).__name__}: {_one_line(e)} (unexpected; rerun with "
+                   "STREAMSEP_DEBUG=1 for the traceback and report it)", err=True)
+        sys.exit(1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)
+
+
+if __name__ == "__main__":
+    main()
