@@ -101,6 +101,11 @@ def _load(k: dict[str, Any]) -> tuple[Any, WindowPlan]:
     from streamsep.separators.registry import load_separator
 
     sep = load_separator(k["model"], steps=k["steps"], method=k["method"])
+    if k["model"].split(":")[0] not in ("passthrough", "silence", "bandpass"):
+        # Say once which compute backend runs the model: a missing OpenBLAS costs ~20x.
+        from streamsep import runtime
+
+        _note(runtime.backend_description())
     try:
         sep.set_prompt(k["prompt"])
     except (ValueError, RuntimeError, OSError) as e:

@@ -630,11 +630,23 @@ class SAMAudio(nn.Module):
         mx.eval(self.parameters())
 
     @classmethod
-    def from_pretrained(cls, repo_id_or_dir: str | Path, dtype: mx.Dtype = mx.float32) -> SAMAudio:
-        """Load from a hub repo id or a local directory (official layout, MLX conversion)."""
+    def from_pretrained(
+        cls,
+        repo_id_or_dir: str | Path,
+        dtype: mx.Dtype = mx.float32,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+    ) -> SAMAudio:
+        """Load from a hub repo id or a local directory (official layout, MLX conversion).
+
+        ``token`` defaults to HF_TOKEN / the huggingface-cli login (needed for the gated repos).
+        """
+        from streamsep import runtime
         from streamsep.sam_audio.loading import resolve_model
 
-        resolved = resolve_model(str(repo_id_or_dir))
+        runtime.report_backend_once()
+        resolved = resolve_model(str(repo_id_or_dir), revision=revision, token=token)
         config = SAMAudioConfig.from_dict(resolved.config)
         t5_config = _t5_config(resolved)
         tokenizer = T5Tokenizer(resolved.tokenizer_path) if resolved.tokenizer_path else None
