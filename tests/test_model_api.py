@@ -97,7 +97,7 @@ def test_anchor_tensors_follow_the_reference_processor():
 
 
 def test_anchor_token_is_checked():
-    with pytest.raises(ValueError, match="anchor token must be"):
+    with pytest.raises(ValueError, match=r"has token 'x': use '\+'"):
         anchor_tensors([[("x", 0, 1)]], 10, [10], HOP, 48000)
 
 

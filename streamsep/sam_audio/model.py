@@ -32,16 +32,13 @@ from mlx.utils import tree_flatten, tree_reduce
 from streamsep.sam_audio.codec import DACVAE
 from streamsep.sam_audio.config import SAMAudioConfig
 from streamsep.sam_audio.dit import DiT
+from streamsep.sam_audio.loading import SKIPPED_PREFIXES
 from streamsep.sam_audio.ode import odeint, parse_ode_opt, step_size_for
+from streamsep.sam_audio.processor import anchor_arrays
 from streamsep.sam_audio.t5 import T5Config, T5Encoder, T5TextEncoder, T5Tokenizer
 
 log = logging.getLogger("streamsep")
 
-#: The reference's anchor vocabulary (sam_audio/processor.py).
-ANCHOR_TOKENS = {"<null>": 0, "+": 1, "-": 2, "<pad>": 3}
-
-#: Checkpoint prefixes that the text-prompted path does not use.
-SKIPPED_PREFIXES = ("vision_encoder.", "visual_ranker.", "text_ranker.", "span_predictor", "judge.")
 
 
 class SAMAudioLoadError(ValueError):
@@ -678,33 +675,9 @@ def anchor_tensors(
     hop: int,
     sample_rate: int,
 ) -> tuple[mx.array, mx.array]:
-    """Anchor ids (B, K) and per-frame alignment (B, T) as the reference's processor builds them.
-
-    Each row starts [<null>, <pad>]; every span appends its token and points its frames
-    [ceil(start·sr/hop), ceil(end·sr/hop)) at it; other valid frames point at <null> (0),
-    padded frames at <pad> (1).
-    """
-    batch = len(sizes)
-    align = np.zeros((batch, frames), dtype=np.int32)
-    for i, size in enumerate(sizes):
-        align[i, int(size) :] = 1
-    rows = [[ANCHOR_TOKENS["<null>"], ANCHOR_TOKENS["<pad>"]] for _ in range(batch)]
-    if anchors is not None:
-        if len(anchors) != batch:
-            raise ValueError(f"got anchors for {len(anchors)} items; the batch has {batch}")
-        for i, spans in enumerate(anchors):
-            for span in spans or []:
-                token, start, end = span
-                if token not in ("+", "-"):
-                    raise ValueError(f"anchor token must be '+' or '-'; got {token!r}")
-                s = math.ceil(float(start) * sample_rate / hop)
-                e = math.ceil(float(end) * sample_rate / hop)
-                align[i, s:e] = len(rows[i])
-                rows[i].append(ANCHOR_TOKENS[token])
-    width = max(len(r) for r in rows)
-    ids = np.full((batch, width), ANCHOR_TOKENS["<pad>"], dtype=np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
+    """Anchor ids (B, K) and per-frame alignment (B, T) as the reference's processor builds them."""
+    pad_mask = np.arange(frames)[None, :] < np.asarray(sizes, dtype=np.int64)[:, None]
+    ids, align = anchor_arrays(anchors, pad_mask, hop, sample_rate)
     return mx.array(ids), mx.array(align)
 
 

@@ -89,7 +89,9 @@ class SAMAudioProcessor:
         sizes = np.array([self.wav_to_feature_idx(int(n)) for n in wav_sizes], dtype=np.int64)
         frames = int(sizes.max())
         pad_mask = np.arange(frames)[None, :] < sizes[:, None]
-        anchor_ids, alignment = self._anchors(anchors, pad_mask)
+        anchor_ids, alignment = anchor_arrays(
+            anchors, pad_mask, self.audio_hop_length, self.audio_sampling_rate
+        )
         return Batch(
             audios=mx.array(padded),
             descriptions=list(descriptions),
@@ -101,26 +103,6 @@ class SAMAudioProcessor:
         )
 
     # ----------------------------------------------------------------------------- anchors
-    def _anchors(
-        self, anchors: Sequence[Sequence[Anchor]] | None, pad_mask: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        batch = pad_mask.shape[0]
-        alignment = np.where(pad_mask, 0, 1).astype(np.int32)  # padded frames → <pad>
-        rows = [[ANCHOR_IDS["<null>"], ANCHOR_IDS["<pad>"]] for _ in range(batch)]
-        for i, spans in enumerate(anchors or []):
-            for j, span in enumerate(spans or []):
-                token, start, end = _check_anchor(span, i, j)
-                # Python float arithmetic, as the reference: ceil(t·sr / hop). Spans are not
-                # clipped to the valid frames (the reference marks padded frames too).
-                s = self.wav_to_feature_idx(start * self.audio_sampling_rate)
-                e = self.wav_to_feature_idx(end * self.audio_sampling_rate)
-                alignment[i, s:e] = len(rows[i])
-                rows[i].append(ANCHOR_IDS[token])
-        ids = np.full((batch, max(len(r) for r in rows)), ANCHOR_IDS["<pad>"], dtype=np.int32)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-        return ids, alignment
-
     # ----------------------------------------------------------------------------- audio
     def _load(self, audio: AudioInput, index: int) -> np.ndarray:
         if isinstance(audio, (str, Path)):
@@ -167,6 +149,38 @@ def _check_descriptions(descriptions: Any) -> list[str]:
                 f"description {i} is empty: say what to separate, e.g. 'speech' or 'a dog barking'"
             )
     return out
+
+
+def anchor_arrays(
+    anchors: Sequence[Sequence[Anchor]] | None,
+    pad_mask: np.ndarray,
+    hop: int,
+    sample_rate: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor ids (B, K) and per-frame alignment (B, T) exactly as the reference processor.
+
+    Each row starts [<null>, <pad>]; every span appends its token and points its frames
+    [ceil(start·sr/hop), ceil(end·sr/hop)) at it; other valid frames point at <null> (0) and
+    padded frames (``pad_mask`` False) at <pad> (1).
+    """
+    batch = pad_mask.shape[0]
+    if anchors is not None and len(anchors) != batch:
+        raise ValueError(f"got anchors for {len(anchors)} items; the batch has {batch}")
+    alignment = np.where(pad_mask, 0, 1).astype(np.int32)
+    rows = [[ANCHOR_IDS["<null>"], ANCHOR_IDS["<pad>"]] for _ in range(batch)]
+    for i, spans in enumerate(anchors or []):
+        for j, span in enumerate(spans or []):
+            token, start, end = _check_anchor(span, i, j)
+            # Python float arithmetic, as the reference: ceil(t·sr / hop). Spans are not
+            # clipped to the valid frames (the reference marks padded frames too).
+            s = math.ceil(start * sample_rate / hop)
+            e = math.ceil(end * sample_rate / hop)
+            alignment[i, s:e] = len(rows[i])
+            rows[i].append(ANCHOR_IDS[token])
+    ids = np.full((batch, max(len(r) for r in rows)), ANCHOR_IDS["<pad>"], dtype=np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+    return ids, alignment
 
 
 def _check_anchor(span: Any, item: int, index: int) -> tuple[str, float, float]:
