@@ -319,7 +319,8 @@ class Engine:
             "rtf": compute / hop_s,
             "speed": hop_s / compute if compute > 0 else None,
             "latency": lat,
-            "ring": {"input_s": s(self.input.write_pos - info["end"]),
+            # A finite source's last windows reach past its end (right padding): nothing waits.
+            "ring": {"input_s": s(max(0, self.input.write_pos - info["end"])),
                      "playback_s": s(self.playback[0].ring.fill()) if self.playback else 0.0},
             "counters": counters,
             "xruns": self.all_xruns(),
