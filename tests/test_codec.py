@@ -7,12 +7,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from streamsep.sam_audio import codec as codec_module
 from streamsep.sam_audio.checkpoint import load_torch_checkpoint
 from streamsep.sam_audio.codec import (
     DACVAE,
+    Conv1d,
     ConvTranspose1d,
     DACVAEConfig,
-    _dilated_conv1d,
+    Snake1d,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sam_tiny_a"
@@ -115,24 +117,112 @@ def test_reflect_pad_matches_torch_reflect(codec):
         assert np.array_equal(padded, np.pad(x, ((0, 0), (0, -n % hop)), mode="reflect"))
 
 
-@pytest.mark.parametrize("stride, steps", [(2, 9), (3, 9), (2, 2)])  # (2, 2): batch * steps < cin
-def test_conv_transpose_matches_mlx_reference_op(stride, steps):
-    layer = ConvTranspose1d(5, 4, stride)
+@pytest.fixture(params=["cpu", "native"])
+def path(request, monkeypatch):
+    """Runs a test once with the CPU GEMM forms and once with MLX's native kernels."""
+    monkeypatch.setattr(codec_module, "COMPUTE_PATH", request.param)
+    return request.param
+
+
+def test_fixture_parity_on_both_compute_paths(path, codec, data):
+    # Both paths sit at float32 rounding of the reference (~3e-7), far inside TOL.
+    inputs, expected = data
+    features = np.array(codec.encode(mx.array(inputs["audios"])))
+    assert np.abs(features - expected["codec_features"]).max() <= 2e-6
+    wav = codec.decode(mx.array(expected["codec_features"]), mx.array(inputs["wm_message"]))
+    assert np.abs(np.array(wav) - expected["codec_decode"]).max() <= 2e-6
+
+
+def _with_path(monkeypatch, name, fn):
+    monkeypatch.setattr(codec_module, "COMPUTE_PATH", name)
+    return np.array(fn())
+
+
+@pytest.mark.parametrize(
+    "cin, cout, k, stride, dilation, pad_mode, causal",
+    [
+        (6, 5, 7, 1, 1, "none", False),
+        (6, 5, 7, 1, 3, "none", False),
+        (6, 5, 7, 1, 9, "none", False),
+        (16, 2, 7, 1, 1, "none", False),  # narrow output: GEMM then shifted adds
+        (16, 2, 3, 1, 3, "none", False),  # narrow and dilated
+        (1, 8, 7, 1, 1, "none", False),  # single input channel
+        (6, 5, 1, 1, 1, "none", False),
+        (6, 5, 8, 4, 1, "none", False),  # strided downsampling
+        (6, 5, 10, 5, 1, "auto", True),  # watermark's causal strided conv
+        (6, 5, 3, 1, 1, "auto", True),
+        (6, 5, 7, 1, 1, "auto", False),
+    ],
+)
+def test_conv_gemm_form_matches_native(
+    monkeypatch, cin, cout, k, stride, dilation, pad_mode, causal
+):
+    layer = Conv1d(cin, cout, k, stride=stride, dilation=dilation, causal=causal, pad_mode=pad_mode)
     layer.weight = mx.random.normal(layer.weight.shape, key=mx.random.key(1))
+    layer.bias = mx.random.normal(layer.bias.shape, key=mx.random.key(5))
+    x = mx.random.normal((2, 104, cin), key=mx.random.key(2))
+    # Time-sliced views (offset into their buffer, strided across the batch) as layers get them.
+    for view in (x[:, 3:], x[1:, 3:]):
+        native = _with_path(monkeypatch, "native", lambda: layer(view))  # noqa: B023
+        gemm = _with_path(monkeypatch, "cpu", lambda: layer(view))  # noqa: B023
+        assert gemm.shape == native.shape
+        assert np.abs(gemm - native).max() <= 1e-5 * max(1.0, np.abs(native).max())
+
+
+def test_conv_gemm_time_slices_match_one_piece(monkeypatch):
+    layer = Conv1d(6, 5, 7, dilation=3)
+    layer.weight = mx.random.normal(layer.weight.shape, key=mx.random.key(1))
+    layer.bias = mx.random.normal(layer.bias.shape, key=mx.random.key(5))
+    x = mx.random.normal((2, 101, 6), key=mx.random.key(2))
+    whole = _with_path(monkeypatch, "cpu", lambda: layer(x))
+    monkeypatch.setattr(codec_module, "_IM2COL_MAX_FLOATS", 2 * 7 * 6 * 10)  # 10-row slices
+    sliced = _with_path(monkeypatch, "cpu", lambda: layer(x))
+    assert np.abs(sliced - whole).max() <= 1e-6 * np.abs(whole).max()
+
+
+@pytest.mark.parametrize("pad_mode, causal", [("none", False), ("auto", True), ("auto", False)])
+@pytest.mark.parametrize("stride, steps", [(2, 9), (3, 9), (8, 1), (2, 2)])  # (2, 2): few frames
+def test_conv_transpose_gemm_form_matches_native(monkeypatch, pad_mode, causal, stride, steps):
+    layer = ConvTranspose1d(5, 4, stride, causal=causal, pad_mode=pad_mode)
+    layer.weight = mx.random.normal(layer.weight.shape, key=mx.random.key(1))
+    layer.bias = mx.random.normal(layer.bias.shape, key=mx.random.key(5))
     x = mx.random.normal((2, steps, 5), key=mx.random.key(2))
-    expected = mx.conv_transpose1d(
-        x, layer.weight, stride=stride, padding=(stride + 1) // 2, output_padding=stride % 2
-    )
-    assert np.allclose(np.array(layer(x)), np.array(expected), atol=1e-5)
+    native = _with_path(monkeypatch, "native", lambda: layer(x))
+    gemm = _with_path(monkeypatch, "cpu", lambda: layer(x))
+    assert gemm.shape == native.shape
+    assert np.abs(gemm - native).max() <= 1e-5 * np.abs(native).max()
 
 
-@pytest.mark.parametrize("dilation", [3, 9])
-def test_dilated_conv_matches_mlx_reference_op(dilation):
-    x = mx.random.normal((2, 101, 6), key=mx.random.key(3))
-    w = mx.random.normal((5, 7, 6), key=mx.random.key(4))
-    expected = mx.conv1d(x, w, padding=3 * dilation, dilation=dilation)
-    got = _dilated_conv1d(x, w, dilation, 3 * dilation)
-    assert np.allclose(np.array(got), np.array(expected), atol=1e-4)
+def test_conv_transpose_native_matches_torch_padding(monkeypatch):
+    # "none" mode must equal torch's ConvTranspose1d(padding=(s+1)//2, output_padding=s%2).
+    layer = ConvTranspose1d(5, 4, 3)
+    layer.weight = mx.random.normal(layer.weight.shape, key=mx.random.key(1))
+    x = mx.random.normal((2, 9, 5), key=mx.random.key(2))
+    expected = mx.conv_transpose1d(x, layer.weight, stride=3, padding=2, output_padding=1)
+    got = _with_path(monkeypatch, "cpu", lambda: layer(x))
+    assert np.allclose(got, np.array(expected), atol=1e-5)
+
+
+def test_snake_polynomial_matches_sine(monkeypatch):
+    alpha = mx.array(np.linspace(0.05, 8.0, 8, dtype=np.float32))[None, None]
+    # alpha * x reaches ~1300: the range reduction must hold for hundreds of periods.
+    x = mx.random.normal((1, 4096, 8), key=mx.random.key(6)) * 40
+    z = (np.array(x) * np.array(alpha)).astype(np.float64)  # the float32 product, as torch
+    sin2 = np.array(codec_module._sin_squared(x, alpha, alpha / np.pi))
+    assert np.abs(sin2 - np.sin(z) ** 2).max() <= 4e-7
+
+    snake = Snake1d(8)
+    snake.alpha = alpha
+    poly = _with_path(monkeypatch, "cpu", lambda: snake(x))
+    sine = _with_path(monkeypatch, "native", lambda: snake(x))
+    # Beyond the sin^2 error, only the rounding of x + term (|x| ~ 160) separates the two.
+    assert np.abs(poly - sine).max() <= 2 * np.spacing(np.float32(np.abs(sine).max()))
+
+
+def test_compute_path_rejects_unknown_name(monkeypatch):
+    monkeypatch.setattr(codec_module, "COMPUTE_PATH", "metal")
+    with pytest.raises(ValueError, match="COMPUTE_PATH"):
+        Snake1d(2)(mx.zeros((1, 3, 2)))
 
 
 def test_sanitize_converts_by_layer_type(codec_weights):
@@ -181,3 +271,15 @@ def test_config_defaults_and_index_helpers(codec):
     assert codec.wav_idx_to_feature_idx(16000, sample_rate=16000) == 25
     assert codec.feature_idx_to_wav_idx(50) == 96000
     assert codec.feature_idx_to_wav_idx(mx.array([3])).tolist() == [5760]
+
+
+def test_snake_cpu_form_keeps_low_precision_dtypes(monkeypatch):
+    snake = Snake1d(4)
+    snake.alpha = mx.array([[[0.5, 1.0, 2.0, 3.0]]])
+    x = mx.random.normal((1, 64, 4), key=mx.random.key(7)) * 3
+    exact = _with_path(monkeypatch, "native", lambda: snake(x))
+    snake.alpha = snake.alpha.astype(mx.bfloat16)
+    monkeypatch.setattr(codec_module, "COMPUTE_PATH", "cpu")
+    y = snake(x.astype(mx.bfloat16))
+    assert y.dtype == mx.bfloat16
+    assert np.abs(np.array(y.astype(mx.float32)) - exact).max() <= 0.1

@@ -65,6 +65,33 @@ class DACVAEConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# Compute paths
+#
+# MLX's Linux CPU backend evaluates transcendental functions one element at a time and runs
+# dilated and transposed convolutions as slow generic loops. On CPU every conv is therefore
+# lowered to large GEMMs (im2col over strided views in bounded time slices, or GEMM then
+# shift-add when the output is narrow) and Snake uses a fused polynomial sine. GPUs keep MLX's
+# native kernels. Both paths compute the same function to float32 rounding; tests compare them.
+
+# "auto": CPU forms when the default device is the CPU; "cpu" / "native" force one path.
+COMPUTE_PATH = "auto"
+
+# im2col buffers above this many floats are built and multiplied in time slices, so peak
+# memory stays bounded (a 10 s decode would otherwise build a 1.3 GB buffer per conv).
+_IM2COL_MAX_FLOATS = 1 << 20
+
+
+def _cpu_forms() -> bool:
+    if COMPUTE_PATH == "auto":
+        return mx.default_device().type == mx.DeviceType.cpu
+    if COMPUTE_PATH not in ("cpu", "native"):
+        raise ValueError(
+            f"codec COMPUTE_PATH must be 'auto', 'cpu' or 'native', got {COMPUTE_PATH!r}"
+        )
+    return COMPUTE_PATH == "cpu"
+
+
+# --------------------------------------------------------------------------------------------
 # Layers
 
 
@@ -73,13 +100,53 @@ def _snake(x: mx.array, alpha: mx.array) -> mx.array:
     return x + mx.reciprocal(alpha + 1e-9) * mx.square(mx.sin(alpha * x))
 
 
+# sin(z)^2 = u * g(u) with z reduced by k * pi to r in [-pi/2, pi/2], u = r^2; g is a degree-5
+# least-squares minimax fit of sin(r)^2 / r^2 on u <= (pi/2 + 0.02)^2 (max error 1.7e-8, below
+# float32 rounding). pi is split Cody-Waite style: k * _PI_HI is exact for |k| < 2^16.
+_PI_HI = 3.140625
+_PI_LO = 0.0009676535846665502
+_SIN2 = (
+    0.9999996423721313,
+    -0.33333122730255127,
+    0.04443969950079918,
+    -0.0031695207580924034,
+    0.0001382688496960327,
+    -3.4803501876012888e-06,
+)
+
+
+def _sin_squared(x: mx.array, alpha: mx.array, alpha_pi: mx.array) -> mx.array:
+    """sin(alpha * x)^2 from mul/add only (alpha_pi = alpha / pi)."""
+    k = mx.round(x * alpha_pi)
+    r = (x * alpha - k * _PI_HI) - k * _PI_LO
+    u = r * r
+    u2 = u * u
+    c = _SIN2
+    return u * ((c[0] + c[1] * u) + u2 * (c[2] + c[3] * u) + (u2 * u2) * (c[4] + c[5] * u))
+
+
+@mx.compile
+def _snake_poly(x: mx.array, alpha: mx.array, alpha_pi: mx.array, inv: mx.array) -> mx.array:
+    # One fused CPU kernel of mul/add only: ~2.5x faster than mx.sin there, same rounding error.
+    return x + inv * _sin_squared(x, alpha, alpha_pi)
+
+
 class Snake1d(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.alpha = mx.ones((1, 1, channels))
 
     def __call__(self, x: mx.array) -> mx.array:
-        return _snake(x, self.alpha)
+        a = self.alpha
+        if not _cpu_forms():
+            return _snake(x, a)
+        # The range reduction needs float32 whatever the model dtype; the result takes the dtype
+        # the plain formula would have.
+        dtype = mx.result_type(x, a)
+        if dtype != mx.float32:
+            x, a = x.astype(mx.float32), a.astype(mx.float32)
+        y = _snake_poly(x, a, a * (1 / math.pi), mx.reciprocal(a + 1e-9))
+        return y if dtype == mx.float32 else y.astype(dtype)
 
 
 class Conv1d(nn.Module):
@@ -131,30 +198,54 @@ class Conv1d(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         if self.pad_mode == "auto":
             x = self._auto_pad(x)
-        if self.dilation > 1 and self.stride == 1:
-            y = _dilated_conv1d(x, self.weight, self.dilation, self.padding)
-        else:
-            y = mx.conv1d(x, self.weight, self.stride, self.padding, self.dilation)
+        if _cpu_forms():
+            return _conv1d_gemm(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        y = mx.conv1d(x, self.weight, self.stride, self.padding, self.dilation)
         return y + self.bias
 
 
-def _dilated_conv1d(x: mx.array, w: mx.array, d: int, padding: int) -> mx.array:
-    """Stride-1 conv with dilation d as d undilated convs over the polyphase components.
+def _conv1d_gemm(
+    x: mx.array, w: mx.array, bias: mx.array, stride: int, padding: int, dilation: int
+) -> mx.array:
+    """mx.conv1d(x, w, stride, padding, dilation) + bias as GEMMs (the CPU form).
 
-    Same result as mx.conv1d(..., dilation=d), but MLX's CPU path for dilated kernels is
-    ~10x slower than for plain ones.
+    Wide outputs: im2col (a strided view of the k shifted inputs, materialised once) times the
+    (k * Cin, Cout) weight. Narrow outputs (k * Cout <= Cin, e.g. the 1-channel audio head):
+    one GEMM to all k taps' partial outputs, then k shifted adds, which never builds im2col.
     """
-    batch, length, cin = x.shape
-    k = w.shape[1]
-    padded = length + 2 * padding
-    out_len = padded - (k - 1) * d
-    extra = -padded % d
-    n = (padded + extra) // d
-    x = mx.pad(x, [(0, 0), (padding, padding + extra), (0, 0)])
-    x = x.reshape(batch, n, d, cin).transpose(0, 2, 1, 3).reshape(batch * d, n, cin)
-    y = mx.conv1d(x, w)
-    y = y.reshape(batch, d, n - k + 1, -1).transpose(0, 2, 1, 3)
-    return y.reshape(batch, (n - k + 1) * d, -1)[:, :out_len]
+    cout, k, cin = w.shape
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    batch, length = x.shape[:2]
+    out_len = (length - (k - 1) * dilation - 1) // stride + 1
+    if out_len <= 0:
+        raise ValueError(
+            f"conv input of {length} frames (padded) is shorter than its kernel span "
+            f"{(k - 1) * dilation + 1}; pass a longer signal"
+        )
+    if k == 1:
+        return mx.addmm(bias, x[:, : (out_len - 1) * stride + 1 : stride], w[:, 0].T)
+    if stride == 1 and k * cout <= cin:
+        taps = x @ w.transpose(2, 1, 0).reshape(cin, k * cout)
+        taps = taps.reshape(batch, length, k, cout)
+        y = taps[:, :out_len, 0] + bias
+        for i in range(1, k):
+            y = y + taps[:, i * dilation : i * dilation + out_len, i]
+        return y
+    x = mx.contiguous(x)
+    w2 = w.reshape(cout, k * cin).T
+    rows = max(1, _IM2COL_MAX_FLOATS // (batch * k * cin))
+    pieces = []
+    for start in range(0, out_len, rows):
+        n = min(rows, out_len - start)
+        view = mx.as_strided(
+            x,
+            (batch, n, k, cin),
+            (length * cin, stride * cin, dilation * cin, 1),
+            start * stride * cin,
+        )
+        pieces.append(mx.addmm(bias, view.reshape(batch, n, k * cin), w2))
+    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
 
 
 class ConvTranspose1d(nn.Module):
@@ -176,33 +267,46 @@ class ConvTranspose1d(nn.Module):
         self.pad_mode = pad_mode
 
     def __call__(self, x: mx.array) -> mx.array:
-        # Kernel 2 * stride: input frame t writes output frames t and t + 1 (of `stride`
-        # samples each), so the whole op is one matmul plus a shifted add. MLX's own
-        # conv_transpose1d is ~20x slower on CPU for these shapes.
         s = self.stride
-        batch, steps, cin = x.shape
-        cout = self.weight.shape[0]
-        if batch * steps < cin:
-            # Few frames, wide layer: reorder the (small) product rather than the weight.
-            y = x @ self.weight.reshape(cout * 2 * s, cin).T
-            y = y.reshape(batch, steps, cout, 2, s).transpose(0, 1, 3, 4, 2)
+        if _cpu_forms():
+            full = _conv_transpose_gemm(x, self.weight, self.bias)
         else:
-            y = x @ self.weight.transpose(2, 1, 0).reshape(cin, 2 * s * cout)
-            y = y.reshape(batch, steps, 2, s, cout)
-        frames = mx.pad(y[:, :, 0], [(0, 0), (0, 1), (0, 0), (0, 0)]) + mx.pad(
-            y[:, :, 1], [(0, 0), (1, 0), (0, 0), (0, 0)]
-        )
-        full = frames.reshape(batch, (steps + 1) * s, cout)
+            full = mx.conv_transpose1d(x, self.weight, stride=s) + self.bias
+        steps = x.shape[1]
         if self.pad_mode == "none":
             # torch: padding (s + 1) // 2 on both sides, output_padding s % 2 back on the right
             p = (s + 1) // 2
-            y = full[:, p : full.shape[1] - p + s % 2]
-        elif self.causal:
-            y = full[:, : steps * s]
-        else:
-            right = s // 2
-            y = full[:, s - right : full.shape[1] - right]
-        return y + self.bias
+            return full[:, p : full.shape[1] - p + s % 2]
+        if self.causal:
+            return full[:, : steps * s]
+        right = s // 2
+        return full[:, s - right : full.shape[1] - right]
+
+
+def _conv_transpose_gemm(x: mx.array, w: mx.array, bias: mx.array) -> mx.array:
+    """Uncropped conv_transpose1d(x, w, stride=k/2) + bias: one GEMM and one shifted add.
+
+    With kernel 2 * stride, input frame t writes output frames t (taps 0..s-1) and t + 1 (taps
+    s..2s-1), each of `stride` samples, so output frame t = y0[t] + y1[t - 1]. MLX's own CPU
+    conv_transpose1d is ~20x slower for these shapes.
+    """
+    cout, k, cin = w.shape
+    s = k // 2
+    batch, steps, _ = x.shape
+    # The bias rides on the first-half taps; the last frame, which has none, adds it itself.
+    bias2 = mx.stack([mx.broadcast_to(bias, (s, cout)), mx.zeros((s, cout))])
+    if batch * steps < cin:
+        # Few frames, wide layer: take product columns in the weight's own (cout, k) order and
+        # reorder the (small) product rather than copy the (large) weight on every call.
+        bias2 = bias2.transpose(2, 0, 1).reshape(-1)
+        y = mx.addmm(bias2, x, w.reshape(cout * k, cin).T)
+        y = y.reshape(batch, steps, cout, 2, s).transpose(0, 1, 3, 4, 2)
+    else:
+        y = mx.addmm(bias2.reshape(-1), x, w.transpose(2, 1, 0).reshape(cin, k * cout))
+        y = y.reshape(batch, steps, 2, s, cout)
+    head, tail = y[:, :, 0], y[:, :, 1]
+    frames = mx.concatenate([head[:, :1], head[:, 1:] + tail[:, :-1], tail[:, -1:] + bias], axis=1)
+    return frames.reshape(batch, (steps + 1) * s, cout)
 
 
 class ResidualUnit(nn.Module):
