@@ -37,3 +37,14 @@ class Separator(Protocol):
         anchors: optional ("+"|"-", start_s, end_s) spans relative to the window start.
         Returns (target, residual), each float32 (N,).
         """
+
+
+def check_window(window: np.ndarray, frame_hop: int) -> np.ndarray:
+    """The window as float32 (N,), or a ValueError when it is not mono whole latent frames."""
+    window = np.asarray(window, dtype=np.float32)
+    if window.ndim != 1 or window.size == 0 or window.size % frame_hop:
+        raise ValueError(
+            f"window must be mono (N,) with N a positive multiple of {frame_hop} samples; "
+            f"got shape {window.shape}"
+        )
+    return window

@@ -16,6 +16,7 @@ import soxr
 from streamsep.embedded import features as F
 from streamsep.embedded.flow import METHODS, sample
 from streamsep.embedded.load import EmbeddedModel, find_model_dir, load_model
+from streamsep.separators.base import check_window
 
 INTERFACE_SR = 48000
 FRAME_HOP = 1920
@@ -75,10 +76,7 @@ class EmbeddedSeparator:
         # anchors are accepted for interface compatibility; this model has no anchor input.
         if self._text is None:
             raise RuntimeError("no prompt set; call set_prompt('speech') before separate()")
-        window = np.asarray(window, np.float32)
-        if window.ndim != 1 or window.size == 0 or window.size % FRAME_HOP:
-            raise ValueError(f"window must be mono float32 with a length that is a positive "
-                             f"multiple of {FRAME_HOP}; got shape {window.shape}")
+        window = check_window(window, FRAME_HOP)
         frames = window.size // FRAME_HOP
         if noise is None:
             noise = np.random.default_rng(0).standard_normal((frames, self.noise_channels))

@@ -14,6 +14,7 @@ import numpy as np
 
 from streamsep.sam_audio.model import SAMAudio
 from streamsep.sam_audio.ode import step_size_for, validate_method
+from streamsep.separators.base import check_window
 
 
 class SAMSeparator:
@@ -52,12 +53,7 @@ class SAMSeparator:
     ) -> tuple[np.ndarray, np.ndarray]:
         if self._text is None:
             raise RuntimeError("call set_prompt(text) before separate()")
-        window = np.asarray(window, dtype=np.float32)
-        if window.ndim != 1 or window.size == 0 or window.size % self.frame_hop:
-            raise ValueError(
-                f"window must be mono (N,) with N a positive multiple of {self.frame_hop} "
-                f"samples; got shape {window.shape}"
-            )
+        window = check_window(window, self.frame_hop)
         frames = window.size // self.frame_hop
         if noise is None:
             raise ValueError("SAM-Audio needs the window's noise (frames, 256); got None")
