@@ -231,18 +231,16 @@ def roundtrip(jack):
 
 
 @_retry_on_xruns
-def test_engine_delay_equals_reported_latency(jack, roundtrip):
-    sd = jack
-    sig, s0, slen = _signal()
-    base = roundtrip
+def _engine_loopback(sd, sig: np.ndarray, *, duplex: bool):
+    """Play ``sig`` through a passthrough engine on JACK's ``system`` device.
 
-    # 2. The engine, passthrough separator, one duplex stream on the same server.
+    Returns the engine and the harness (its recording and xrun count)."""
     plan = WindowPlan.from_seconds(SR, 1920, window=1.0, hop=0.2, lookahead=0.08, crossfade=0.04)
     eng = Engine(Passthrough(), plan, budget=int(0.1 * SR))
     idx = sd.query_devices("system")["index"]
 
     def engine_streams():
-        streams = live.open_streams(eng, idx, idx, blocksize=BLOCK, latency="low")
+        streams = live.open_streams(eng, idx, idx, blocksize=BLOCK, latency="low", duplex=duplex)
         eng.start("speech")
         return streams
 
@@ -251,13 +249,23 @@ def test_engine_delay_equals_reported_latency(jack, roundtrip):
     finally:
         eng.stop()
     assert eng.error is None
+    return eng, h
+
+
+def test_engine_delay_equals_reported_latency(jack, roundtrip):
+    sd = jack
+    sig, s0, slen = _signal()
+    base = roundtrip
+
+    # 2. The engine, passthrough separator, one duplex stream on the same server.
+    eng, h = _engine_loopback(sd, sig, duplex=True)
     rec = h.rec
     lag = _lag(sig, rec)
     reported = eng.latency()
     device = int(round(reported["device_s"] * SR))
     print(f"\nJACK dummy, block {BLOCK}: harness round trip {base} samples; engine lag {lag} "
           f"samples ({1000 * lag / SR:.1f} ms); engine internal latency {eng.latency_samples} "
-          f"(algorithmic {plan.algorithmic_latency} + budget {eng.budget}); reported total "
+          f"(algorithmic {eng.plan.algorithmic_latency} + budget {eng.budget}); reported total "
           f"{reported['total_s'] * 1000:.1f} ms incl. device {device} samples; "
           f"underruns {eng.counters()['underrun_s']} s; xruns {eng.all_xruns()}")
     # the engine adds exactly its reported (algorithmic + budget) latency to the round trip ...
@@ -329,20 +337,7 @@ def test_split_streams_hold_latency_with_drift_control(jack, roundtrip):
     """Separate input and output streams (two clocks in general): same delay, drift ~0 ppm."""
     sd = jack
     sig, s0, slen = _signal()
-    plan = WindowPlan.from_seconds(SR, 1920, window=1.0, hop=0.2, lookahead=0.08, crossfade=0.04)
-    eng = Engine(Passthrough(), plan, budget=int(0.1 * SR))
-    idx = sd.query_devices("system")["index"]
-
-    def engine_streams():
-        streams = live.open_streams(eng, idx, idx, blocksize=BLOCK, latency="low", duplex=False)
-        eng.start("speech")
-        return streams
-
-    try:
-        h = _loop(sd, engine_streams, len(sig) + eng.latency_samples + SR // 2)
-    finally:
-        eng.stop()
-    assert eng.error is None
+    eng, h = _engine_loopback(sd, sig, duplex=False)
     rec = h.rec
     lag = _lag(sig, rec)
     ppm, corrected = eng.drift()

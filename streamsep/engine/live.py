@@ -30,6 +30,17 @@ def _sane(latency_s: float) -> float:
     return latency_s if 0 <= latency_s < 10 else 0.0
 
 
+def _output_stream(sd: Any, engine: Engine, which: str, idx: int, blocksize: int,
+                   lat: str | float) -> Any:
+    """An output stream on its own clock, playing the engine's ``which`` signal."""
+    sink = engine.add_playback(which, own_clock=True)
+    s = sd.OutputStream(device=idx, samplerate=engine.sr, blocksize=blocksize,
+                        channels=devices.out_channels(idx), dtype="float32",
+                        latency=lat, callback=sink.output_callback)
+    sink.latency_s = _sane(float(s.latency))
+    return s
+
+
 def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
                  residual_idx: int | None = None, *, blocksize: int = 0,
                  latency: str | float = "high", duplex: bool = True) -> list[Any]:
@@ -55,19 +66,9 @@ def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
             engine.input_latency_s = _sane(float(s.latency))
             streams.append(s)
             if out_idx is not None:
-                sink = engine.add_playback("target", own_clock=True)
-                s = sd.OutputStream(device=out_idx, samplerate=sr, blocksize=blocksize,
-                                    channels=devices.out_channels(out_idx), dtype="float32",
-                                    latency=lat, callback=sink.output_callback)
-                sink.latency_s = _sane(float(s.latency))
-                streams.append(s)
+                streams.append(_output_stream(sd, engine, "target", out_idx, blocksize, lat))
         if residual_idx is not None:
-            sink = engine.add_playback("residual", own_clock=True)
-            s = sd.OutputStream(device=residual_idx, samplerate=sr, blocksize=blocksize,
-                                channels=devices.out_channels(residual_idx), dtype="float32",
-                                latency=lat, callback=sink.output_callback)
-            sink.latency_s = _sane(float(s.latency))
-            streams.append(s)
+            streams.append(_output_stream(sd, engine, "residual", residual_idx, blocksize, lat))
     except sd.PortAudioError as e:
         for s in streams:
             s.close()
