@@ -265,9 +265,16 @@ def _summary_line(s: dict[str, Any]) -> str:
 @click.option("--residual", default=None, help="Residual output file.")
 @click.option("--realtime", is_flag=True, help="Pace the input at real time through the live "
               "path (overload policy included).")
+@click.option("--play", type=click.Choice(["yes", "auto", "no"]), default="no", is_flag=False,
+              flag_value="yes", show_default=True,
+              help="Also play the target live while it is separated (implies --realtime; the "
+              "output device's clock sets the pace). --play=auto plays where an output device "
+              "exists and otherwise only writes the files.")
+@click.option("--play-device", default=None, metavar="DEV",
+              help="Output device for --play: index or name part (default: the system default).")
 @_knobs
 def file(input_path: str, prompt: str, output: str, residual: str | None, realtime: bool,
-         **k: Any) -> None:
+         play: str, play_device: str | None, **k: Any) -> None:
     """Separate an audio file (any rate/channels; written back at IN's rate, mono)."""
     from streamsep.audio.files import check_finite, check_writable, probe
     from streamsep.engine.metrics import Metrics
@@ -282,21 +289,42 @@ def file(input_path: str, prompt: str, output: str, residual: str | None, realti
             check_writable(p)
     if residual is not None and os.path.abspath(residual) == os.path.abspath(output):
         raise CliError("--residual and -o name the same file: give two different files")
+    play_idx = None
+    if play != "no" or play_device is not None:
+        from streamsep.audio import devices as dev
+
+        try:
+            play_idx = dev.resolve(play_device, "output", option="--play-device")
+        except dev.DeviceError as e:
+            if play != "auto":
+                raise
+            _note(f"not playing ({_one_line(e)}); writing the files only")
+        realtime = realtime or play_idx is not None
     sep, plan = _load({**k, "prompt": prompt})
+    player = None
+    if play_idx is not None:
+        from streamsep.audio.player import DevicePlayer
+
+        dev.check_rate(play_idx, "output", sep.sample_rate)
+        player = DevicePlayer(play_idx, sep.sample_rate)
+        _note(f"playing the target on {dev.name(play_idx)}")
     budget = _budget_samples(k, sep, plan) if realtime else 0
     mfile = _open_metrics(k["metrics_json"])
     t0 = time.perf_counter()
     try:
         s = run_file(sep, plan, input_path, output, prompt=prompt, residual_path=residual,
                      seed=k["seed"], realtime=realtime, budget=budget, overload=k["overload"],
-                     metrics=Metrics(mfile), model_name=k["model"], info=info)
+                     metrics=Metrics(mfile), model_name=k["model"], info=info, player=player)
     finally:
         if mfile not in (None, sys.stdout):
             mfile.close()
     wall = time.perf_counter() - t0
+    played = "" if player is None else (
+        f"; played {player.pos / sep.sample_rate:.1f} s, device underrun "
+        f"{player.underrun / sep.sample_rate:.2f} s, device xruns {player.xruns}")
     _note(f"wrote {output}{' and ' + residual if residual else ''} ({info.frames} samples at "
           f"{info.sample_rate} Hz) in {wall:.1f} s ({info.duration / wall:.1f}x real time); "
-          + _summary_line(s))
+          + _summary_line(s) + played)
 
 
 @cli.command()

@@ -171,6 +171,23 @@ def test_unknown_devices_list_the_choices(capsys):
         assert "choose" in line
 
 
+def test_file_play_device_errors_and_auto(capsys, wav, tmp_path):
+    out = tmp_path / "o.wav"
+    code, _, err = _cli(capsys, "file", str(wav), "-p", "speech", "-o", str(out), "--play",
+                        "--play-device", "no-such-device-xyz", *FAST)
+    line = _one_error(code, err)
+    assert "no-such-device-xyz" in line or "PortAudio" in line
+    assert not out.exists()
+    # --play=auto without a usable device says so and still writes the files
+    r = _ok(capsys, "file", str(wav), "-p", "speech", "-o", str(out), "--play=auto",
+            "--play-device", "no-such-device-xyz", *FAST)
+    assert "not playing" in r.err and "error:" not in r.err
+    assert sf.info(out).frames == SR
+    code, _, err = _cli(capsys, "file", str(wav), "-p", "speech", "-o", str(out), "--play=loud",
+                        *FAST)
+    _one_error(code, err, "--play")
+
+
 def test_run_rejects_bad_live_options(capsys):
     code, _, err = _cli(capsys, "run", "-p", "speech", "--blocksize", "-5", *FAST)
     _one_error(code, err, "--blocksize")

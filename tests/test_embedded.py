@@ -95,3 +95,26 @@ def test_cached_prompts_match_the_text_encoder(sep) -> None:
     got = TextEncoder().encode(words)
     want = np.stack([sep.model.prompt_cache[w] for w in words])
     assert np.min(np.sum(got * want, axis=1)) > 0.999  # cache is float16
+
+
+def test_log_input_and_peak_head_options() -> None:
+    import mlx.core as mx
+
+    from streamsep.embedded.model import MaskFlowDiT, ModelArgs, local_contrast, log_level
+
+    rng = np.random.default_rng(0)
+    mix = mx.array(rng.uniform(0.0, 2.0, (2, 7, 641)).astype(np.float32))
+    # the log input ignores the overall level: a 20 dB louder take gives the same features
+    loud = mix * 10 ** (20 / 20 * F.POWER)
+    np.testing.assert_allclose(np.array(log_level(loud)), np.array(log_level(mix)), atol=1e-5)
+    # local contrast: z minus its 5-bin moving average, edges padded with the edge value
+    z = mx.array(rng.standard_normal((1, 1, 12)).astype(np.float32))
+    zp = np.pad(np.array(z)[0, 0], 2, mode="edge")
+    want = np.array(z)[0, 0] - np.convolve(zp, np.ones(5) / 5, mode="valid")
+    np.testing.assert_allclose(np.array(local_contrast(z, 5))[0, 0], want, atol=1e-5)
+    # the peak head starts at zero, so it is a pure addition to the mask logits
+    args = ModelArgs(dim=64, layers=1, heads=1, input_norm="log", peak_head=True)
+    net = MaskFlowDiT(args)
+    out = net(mx.zeros((2, 7, args.state_channels)), mix, mx.zeros((2,)), mx.zeros((2, 384)))
+    assert out.shape == (2, 7, 641)
+    assert np.array(net.peak.weight).max() == 0.0

@@ -352,3 +352,41 @@ def test_split_streams_hold_latency_with_drift_control(jack, roundtrip):
         _check_content(got, ref, h.xruns + sum(eng.all_xruns().values()))
     else:  # a trimmed sample shifts what follows by one: compare the shape, not each sample
         assert np.corrcoef(got, ref)[0, 1] > 0.95
+
+
+@_retry_on_xruns
+def test_cli_file_play(jack, tmp_path):
+    """`streamsep file --play` in a child process: the target plays on this process's JACK
+    client at the device's pace, and the file is still written in full."""
+    import soundfile as sf
+
+    sd = jack
+    sig, s0, slen = _signal()
+    wav, out = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(wav, sig, SR, subtype="FLOAT")
+    harness = Harness(sd, np.zeros(1, np.float32), 30 * SR)
+    with harness.stream:
+        harness.go.set()  # record from now on; the child's audio arrives once it runs
+        t0 = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "streamsep", "file", str(wav), "-p", "speech", "-o", str(out),
+             "--model", "passthrough", "--window", "1", "--hop", "0.2", "--lookahead", "0.08",
+             "--crossfade", "0.04", "--play-device", CLIENT.decode()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, CI="true"))
+        try:
+            _, err = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()  # stopped before jackd in any case
+            _, err = child.communicate()
+            pytest.fail(f"streamsep file --play did not finish: {err}")
+        wall = time.monotonic() - t0
+    assert child.returncode == 0, err
+    assert "played 1.6 s, device underrun 0.00 s" in err and "dropped 0" in err, err
+    assert wall > len(sig) / SR  # paced by the device, not as fast as possible
+    rec = harness.rec[: harness.rpos]
+    lag = _lag(sig, rec)
+    _check_content(rec[lag + s0 : lag + s0 + slen], sig[s0 : s0 + slen], harness.xruns)
+    written, rate = sf.read(out, dtype="float32")
+    assert rate == SR and len(written) == len(sig)
+    np.testing.assert_allclose(written, sig, atol=1e-4)

@@ -31,3 +31,26 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch):
     hop = 1920
     assert len(out) == -(-n // hop) * hop
     assert np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+def test_readme_main_command_runs(tmp_path, monkeypatch):
+    """The fresh-machine main job, as written (after the set-up step), from the repo root."""
+    import shlex
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    cmd = re.search(r"```bash\nbash tools/setup.sh && (.*?)\n```", text).group(1)
+    args = shlex.split(cmd)
+    assert args[0] == ".venv/bin/streamsep" and "model/demo.wav" in args
+    args = [a.replace("out/", f"{tmp_path}/") for a in args[1:]]
+    r = subprocess.run([sys.executable, "-m", "streamsep", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and "error" not in r.stderr, r.stderr
+    mix, sr = sf.read(ROOT / "model" / "demo.wav", dtype="float32")
+    speech, sr1 = sf.read(tmp_path / "speech.wav", dtype="float32")
+    rest, sr2 = sf.read(tmp_path / "rest.wav", dtype="float32")
+    assert sr == sr1 == sr2 and len(mix) == len(speech) == len(rest)
+    # target + residual = mixture (16-bit files: within quantisation)
+    assert np.max(np.abs(speech + rest - mix)) < 1e-3
+    assert 0.05 < np.std(speech) / np.std(mix) < 1.0

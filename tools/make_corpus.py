@@ -9,6 +9,7 @@ Output (16 kHz mono float32) under OUT:
   speech_{train,test}.npy, music_{train,test}.npy, noise_{train,test}.npy  concatenated clips
   real_speech_test.npy                                                    recorded speech (eval)
   speech_recorded_train.npy      recorded prompts (asterisk-prompt-* .debs, see --recorded-debs)
+  music_recorded_train.npy       recorded soundtracks (see --recorded-music-debs)
   test_mixtures.npz + test_mixtures.json                                 fixed 10 s mixtures
   manifest.json                                                          what went where
 
@@ -19,6 +20,10 @@ Recorded training speech (three female voices, it/fr/es telephone prompts, 8 kHz
     cd DEBS && apt-get download asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle \
         asterisk-prompt-es-co
     python tools/make_corpus.py --out /work/data/corpus --recorded-debs DEBS
+
+Recorded training music (43 min: openclonk-data's 8 Music.ocg songs, asc-music's 3 tracks):
+    cd DEBS && apt-get download openclonk-data asc-music
+    python tools/make_corpus.py --out /work/data/corpus --recorded-music-debs DEBS
 """
 
 from __future__ import annotations
@@ -247,25 +252,47 @@ def test_mixtures(speech: np.ndarray, real: np.ndarray, music: np.ndarray, noise
     return arrays, meta
 
 
-def recorded_speech(deb_dir: Path) -> tuple[np.ndarray, list[str]]:
-    """Unpack the asterisk prompt packages in deb_dir and concatenate their prompts (16 kHz)."""
-    debs = sorted(deb_dir.glob("asterisk-prompt-*.deb"))
+RECORDED_MUSIC_DEBS = ("openclonk-data", "asc-music")  # 8 + 3 recorded game soundtracks
+
+
+def _unpacked_recordings(deb_dir: Path, packages: tuple[str, ...], suffixes: tuple[str, ...],
+                         ) -> tuple[list[np.ndarray], list[str]]:
+    """Unpack the named .debs from deb_dir; every file with one of ``suffixes``, 16 kHz mono."""
+    debs = sorted(d for d in deb_dir.glob("*.deb") if d.name.split("_")[0].startswith(packages))
     if not debs:
-        raise SystemExit(f"no asterisk-prompt-*.deb in {deb_dir}; fetch them with apt-get download")
-    chunks, names = [], []
+        raise SystemExit(f"no {' / '.join(packages)} .deb in {deb_dir}; fetch them with "
+                         f"apt-get download {' '.join(packages)}")
+    clips = []
     with tempfile.TemporaryDirectory() as td:
         for deb in debs:
             subprocess.run(["dpkg", "-x", str(deb), td], check=True)
-            names.append(deb.name)
-        files = sorted(p for p in Path(td).rglob("*") if p.suffix in (".wav", ".gsm"))
-        for f in files:
-            wav = Path(td) / "x.wav"
-            subprocess.run(["sox", str(f), "-r", str(SR), "-c", "1", "-e", "float", str(wav)],
-                           check=True, capture_output=True)
-            x = trim(load_resampled(wav), 3e-3)
-            if x.size > SR // 2:
-                chunks += [normalise(x), np.zeros(SR // 5, np.float32)]
+        for f in sorted(p for p in Path(td).rglob("*") if p.suffix.lower() in suffixes):
+            if f.suffix.lower() == ".gsm":  # libsndfile reads raw GSM only inside WAV: use sox
+                wav = Path(td) / "x.wav"
+                subprocess.run(["sox", str(f), "-e", "float", str(wav)], check=True,
+                               capture_output=True)
+                f = wav
+            clips.append(load_resampled(f))
+    return clips, [d.name for d in debs]
+
+
+def recorded_speech(deb_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """The asterisk prompt packages' prompts, trimmed and concatenated (16 kHz)."""
+    clips, names = _unpacked_recordings(deb_dir, ("asterisk-prompt-",), (".wav", ".gsm"))
+    chunks = []
+    for x in clips:
+        x = trim(x, 3e-3)
+        if x.size > SR // 2:
+            chunks += [normalise(x), np.zeros(SR // 5, np.float32)]
     return np.concatenate(chunks), names
+
+
+def recorded_music(deb_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """Recorded soundtracks (openclonk-data's Music.ocg, asc-music), concatenated (16 kHz)."""
+    clips, names = _unpacked_recordings(deb_dir, RECORDED_MUSIC_DEBS, (".ogg", ".mp3"))
+    # openclonk-data also ships sound effects as .ogg: keep only its music folder's songs
+    songs = [normalise(trim(x)) for x in clips if x.size > 60 * SR]
+    return np.concatenate(songs), names
 
 
 def make_demo(corpus: Path, demo_wav: Path, fixture: Path) -> None:
@@ -318,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-mixtures", type=int, default=60)
     ap.add_argument("--recorded-debs", type=Path, default=None,
                     help="only write speech_recorded_train.npy from asterisk-prompt-*.deb here")
+    ap.add_argument("--recorded-music-debs", type=Path, default=None,
+                    help="only write music_recorded_train.npy from the "
+                    f"{', '.join(RECORDED_MUSIC_DEBS)} .debs here")
     ap.add_argument("--mixtures-only", action="store_true",
                     help="only re-mix test_mixtures.* from the rendered clips")
     ap.add_argument("--demo", nargs=2, type=Path, metavar=("DEMO_WAV", "FIXTURE_NPZ"),
@@ -327,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         x, names = recorded_speech(args.recorded_debs)
         np.save(args.out / "speech_recorded_train.npy", x)
         print(f"recorded speech: {x.size / SR / 60:.1f} min from {names}", file=sys.stderr)
+        return 0
+    if args.recorded_music_debs:
+        x, names = recorded_music(args.recorded_music_debs)
+        np.save(args.out / "music_recorded_train.npy", x)
+        print(f"recorded music: {x.size / SR / 60:.1f} min from {names}", file=sys.stderr)
         return 0
     if args.demo:
         make_demo(args.out, *args.demo)

@@ -56,9 +56,10 @@ def _choices(sd: Any, kind: str) -> str:
     return "; ".join(found) if found else "none"
 
 
-def resolve(spec: str | int | None, kind: str) -> int:
+def resolve(spec: str | int | None, kind: str, option: str | None = None) -> int:
     """Device index for ``spec`` (None = the default; an int or digits = an index; otherwise
-    whitespace-separated name parts matched in order against 'name, host API')."""
+    whitespace-separated name parts matched in order against 'name, host API'). ``option`` is
+    the command-line option that chooses the device, named in the error messages."""
     sd = sounddevice()
     if kind not in ("input", "output"):
         raise ValueError(kind)
@@ -66,8 +67,9 @@ def resolve(spec: str | int | None, kind: str) -> int:
     if spec is None or spec == "":
         idx = _defaults(sd)[0 if kind == "input" else 1]
         if idx < 0:
-            raise DeviceError(f"no default {kind} device; choose one with "
-                              f"{'-i' if kind == 'input' else '-o'} from: {_choices(sd, kind)}")
+            option = option or ("-i" if kind == "input" else "-o")
+            raise DeviceError(f"no default {kind} device; choose one with {option} from: "
+                              f"{_choices(sd, kind)}")
         return idx
     if isinstance(spec, str) and spec.strip().isdigit():
         spec = int(spec)
@@ -110,3 +112,10 @@ def out_channels(idx: int) -> int:
     """Mono output is copied to the first two channels where the device has them."""
     sd = sounddevice()
     return max(1, min(2, int(sd.query_devices(idx)["max_output_channels"])))
+
+
+def stream_latency(latency_s: float) -> float:
+    """A stream's reported latency in seconds, 0 where PortAudio does not know it."""
+    # PortAudio's JACK host API reports UINT32_MAX frames (~89478 s) when a stream is connected
+    # to another client's ports instead of a hardware device: treat that as unknown (0).
+    return latency_s if 0 <= latency_s < 10 else 0.0

@@ -27,6 +27,13 @@ class ModelArgs:
     heads: int = 4
     mlp_ratio: float = 3.0
     conv_kernel: int = 5
+    # "linear": compressed magnitudes as they are (the first shipped model). "log": their log
+    # relative to the window's mean level, so a quiet and a loud take of one scene look the same.
+    input_norm: str = "linear"
+    # Adds a per-bin term gate(h)·(how far the bin stands above its spectral neighbours): a frame
+    # embedding alone can only paint a smooth mask, this lets it keep or drop harmonic peaks.
+    peak_head: bool = False
+    peak_width: int = 9
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelArgs:
@@ -103,13 +110,37 @@ class MaskFlowDiT(nn.Module):
         self.ada_out.weight = mx.zeros_like(self.ada_out.weight)
         self.ada_out.bias = mx.zeros_like(self.ada_out.bias)
         self.out = nn.Linear(d, a.n_bins)
+        if a.peak_head:
+            self.peak = nn.Linear(d, a.n_bins)
+            self.peak.weight = mx.zeros_like(self.peak.weight)
+            self.peak.bias = mx.zeros_like(self.peak.bias)
 
     def __call__(self, x_t: mx.array, mix: mx.array, t: mx.array, text: mx.array) -> mx.array:
         """Mask logits (B, T, n_bins) for state x_t (B, T, C), mixture features (B, T, n_bins),
         flow time t (B,) in [0, 1) and text embeddings (B, text_dim)."""
-        h = self.inp(mx.concatenate([mix, x_t], axis=-1))
+        a = self.args
+        z = log_level(mix) if a.input_norm == "log" or a.peak_head else None
+        h = self.inp(mx.concatenate([z if a.input_norm == "log" else mix, x_t], axis=-1))
         c = self.t_mlp(timestep_embedding(t, self.args.dim)) + self.text_mlp(text)
         for blk in self.blocks:
             h = blk(h, c)
         shift, scale = mx.split(self.ada_out(nn.silu(c)), 2, axis=-1)
-        return self.out(modulate(self.norm_out(h), shift, scale))
+        h = modulate(self.norm_out(h), shift, scale)
+        if a.peak_head:
+            return self.out(h) + self.peak(h) * local_contrast(z, a.peak_width)
+        return self.out(h)
+
+
+def log_level(mix: mx.array) -> mx.array:
+    """log of the compressed magnitudes relative to the window's mean (gain invariant)."""
+    ref = mx.mean(mix, axis=(1, 2), keepdims=True) + 1e-6
+    return mx.log(mix / ref + 1e-3)
+
+
+def local_contrast(z: mx.array, width: int) -> mx.array:
+    """z minus its moving average over ``width`` neighbouring bins (edges padded)."""
+    half = width // 2
+    zp = mx.concatenate([mx.repeat(z[..., :1], half, axis=-1), z,
+                         mx.repeat(z[..., -1:], half, axis=-1)], axis=-1)
+    c = mx.concatenate([mx.zeros_like(zp[..., :1]), mx.cumsum(zp, axis=-1)], axis=-1)
+    return z - (c[..., width:] - c[..., :-width]) / width

@@ -24,12 +24,6 @@ def _latency_arg(latency: str | float) -> str | float:
         return latency
 
 
-def _sane(latency_s: float) -> float:
-    # PortAudio's JACK host API reports UINT32_MAX frames (~89478 s) when a stream is connected
-    # to another client's ports instead of a hardware device: treat that as unknown (0).
-    return latency_s if 0 <= latency_s < 10 else 0.0
-
-
 def _output_stream(sd: Any, engine: Engine, which: str, idx: int, blocksize: int,
                    lat: str | float) -> Any:
     """An output stream on its own clock, playing the engine's ``which`` signal."""
@@ -37,7 +31,7 @@ def _output_stream(sd: Any, engine: Engine, which: str, idx: int, blocksize: int
     s = sd.OutputStream(device=idx, samplerate=engine.sr, blocksize=blocksize,
                         channels=devices.out_channels(idx), dtype="float32",
                         latency=lat, callback=sink.output_callback)
-    sink.latency_s = _sane(float(s.latency))
+    sink.latency_s = devices.stream_latency(float(s.latency))
     return s
 
 
@@ -58,12 +52,13 @@ def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
             s = sd.Stream(device=(in_idx, out_idx), samplerate=sr, blocksize=blocksize,
                           channels=(1, devices.out_channels(out_idx)), dtype="float32",
                           latency=lat, callback=engine.duplex_callback)
-            engine.input_latency_s, sink.latency_s = (_sane(float(v)) for v in s.latency)
+            engine.input_latency_s, sink.latency_s = (devices.stream_latency(float(v))
+                                                      for v in s.latency)
             streams.append(s)
         else:
             s = sd.InputStream(device=in_idx, samplerate=sr, blocksize=blocksize, channels=1,
                                dtype="float32", latency=lat, callback=engine.input_callback)
-            engine.input_latency_s = _sane(float(s.latency))
+            engine.input_latency_s = devices.stream_latency(float(s.latency))
             streams.append(s)
             if out_idx is not None:
                 streams.append(_output_stream(sd, engine, "target", out_idx, blocksize, lat))

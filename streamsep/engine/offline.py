@@ -75,8 +75,12 @@ def run_file(
     metrics: Metrics | None = None,
     model_name: str = "",
     info: AudioInfo | None = None,
+    player: Any = None,
 ) -> dict[str, Any]:
-    """Separate ``in_path`` into ``out_path`` (target) and optionally ``residual_path``."""
+    """Separate ``in_path`` into ``out_path`` (target) and optionally ``residual_path``.
+
+    ``player`` (an ``audio.player.DevicePlayer``, real-time mode only) also plays the target as
+    a listener would hear it, and its device clock paces the run."""
     info = info or probe(in_path)
     check_finite(in_path, info)
     for p in (out_path, residual_path):
@@ -100,7 +104,7 @@ def run_file(
         else:
             engine = Engine(separator, plan, seed=seed, budget=budget, overload=overload,
                             metrics=metrics, skip_ahead=True, model_name=model_name)
-            _run_paced(engine, blocks, writers, info, prompt)
+            _run_paced(engine, blocks, writers, info, prompt, player)
         complete = True
         summary = engine.summary()
         if metrics is not None:
@@ -118,38 +122,45 @@ def _expected_len(info: AudioInfo, sr: int) -> int:
 
 def _run_paced(engine: Engine, blocks: Iterable[np.ndarray],
                writers: list[tuple[str, ResamplingWriter]], info: AudioInfo,
-               prompt: str) -> int:
+               prompt: str, player: Any = None) -> int:
     sr = engine.sr
     n48 = _expected_len(info, sr)
     sinks = [(engine.add_playback(which), w) for which, w in writers]
-    if not sinks:
-        sinks = [(engine.add_playback("target"), None)]
+    if not any(which == "target" for which, _ in writers):
+        sinks.insert(0, (engine.add_playback("target"), None))
     out = np.zeros(SIM_BLOCK, np.float32)
     src = _exact_blocks(blocks, SIM_BLOCK)
     d = engine.latency_samples
     engine.start(prompt)
+    finished = False
     try:
         t0 = time.perf_counter()
         k = 0
         while True:
             origin = engine.input.write_pos
             engine.feed(next(src))
+            lo, hi = origin - d, origin - d + SIM_BLOCK  # output positions of this block
+            a, b = max(lo, 0), min(hi, n48)
             for sink, w in sinks:
                 sink.play(out, origin)
-                lo, hi = origin - d, origin - d + SIM_BLOCK  # output positions of this block
-                a, b = max(lo, 0), min(hi, n48)
                 if w is not None and b > a:
                     w.write(out[a - lo : b - lo])
-            if origin - d + SIM_BLOCK >= n48:
+                if player is not None and sink.which == "target" and b > a:
+                    player.push(out[a - lo : b - lo])  # waits for the device: it sets the pace
+            if hi >= n48:
                 break
             if engine.error is not None:
                 raise engine.error
             k += 1
             delay = t0 + k * SIM_BLOCK / sr - time.perf_counter()
-            if delay > 0:
+            # Until the device runs, the wall clock paces (prefill must not outrun the worker).
+            if (player is None or not player.started) and delay > 0:
                 time.sleep(delay)
+        finished = True
     finally:
         engine.stop()
+        if player is not None:
+            player.close(drain=finished)
     return n48
 
 
