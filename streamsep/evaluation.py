@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_HOP_S,
         DEFAULT_LOOKAHEAD_S,
         DEFAULT_WINDOW_S,
+        PlanError,
     )
+    from streamsep.separators.registry import ModelError
 
     ap = argparse.ArgumentParser(prog="streamsep eval", description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(a.corpus, model=a.model, steps=a.steps, limit=a.limit, engine=a.engine,
                      engine_limit=a.engine_limit, window=a.window, hop=a.hop,
                      lookahead=a.lookahead, crossfade=a.crossfade)
-    except (EvalError, FileNotFoundError) as e:
+    except (EvalError, FileNotFoundError, ModelError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(result))

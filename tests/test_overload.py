@@ -106,3 +106,20 @@ def test_auto_budget_grows_with_compute_but_stays_within_reason():
     assert auto_budget(plan, 0.5) == SR  # 2x compute
     assert auto_budget(plan, 1.5) == 2 * SR  # capped at the hop
     assert auto_budget(plan, 4.0) == 5 * SR  # slower than real time: 1.25x compute
+
+
+def test_warm_up_times_real_work_not_silence():
+    """Separators may skip silent frames (the embedded one does); the warm-up that sets the
+    budget must hand them full windows of signal, or it measures nothing."""
+    from streamsep.engine.engine import warm_up
+
+    seen = []
+
+    class Recorder(Passthrough):
+        def separate(self, window, noise=None, anchors=None):
+            seen.append((window.size, int(np.count_nonzero(window))))
+            return super().separate(window)
+
+    plan = WindowPlan.from_seconds(SR, HOP)
+    warm_up(Recorder(), plan)
+    assert seen and all(size == nz == plan.window for size, nz in seen)

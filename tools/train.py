@@ -177,7 +177,7 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
 def validate(model, corpus: Path, enc: TextEncoder, bands: mx.array, steps_list: list[int],
              limit: int) -> dict:
     """Mean SI-SDRi over synthetic held-out mixtures for the "speech" and "music" prompts, for
-    each number of flow steps; "score" is the best of them and "steps" the count that gave it."""
+    each number of flow steps; "score" is the best of them and "steps" the count to ship."""
     from streamsep.embedded.flow import sample
 
     if not (corpus / "test_mixtures.json").exists():
@@ -206,8 +206,11 @@ def validate(model, corpus: Path, enc: TextEncoder, bands: mx.array, steps_list:
             res[f"sisdri_{c}@{steps}"] = float(np.mean(v))
         score = float(np.mean([np.mean(v) for v in out.values()]))
         res[f"score@{steps}"] = score
-        if score > res.get("score", -1e9):
-            res.update(score=score, steps=steps)
+    res["score"] = max(res[f"score@{s}"] for s in steps_list)
+    # The fewest steps within 0.1 dB of the best: below that the 16 mixtures cannot tell them
+    # apart, and each step costs a full network pass (on the 60-mixture benchmark of step 7340,
+    # 1 step beat 2 by 0.26 dB on speech although 2 won validation by 0.02 dB).
+    res["steps"] = min(s for s in steps_list if res[f"score@{s}"] >= res["score"] - 0.1)
     return res
 
 

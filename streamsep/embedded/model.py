@@ -132,8 +132,15 @@ class MaskFlowDiT(nn.Module):
 
 
 def log_level(mix: mx.array) -> mx.array:
-    """log of the compressed magnitudes relative to the window's mean (gain invariant)."""
-    ref = mx.mean(mix, axis=(1, 2), keepdims=True) + 1e-6
+    """log of the compressed magnitudes relative to the window's mean (gain invariant).
+
+    The mean skips all-zero frames: the engine pads its first and last windows with digital
+    silence, and counting those frames would shift every real frame's level by log(1/fraction).
+    """
+    frame_level = mx.mean(mix, axis=2, keepdims=True)
+    live = (frame_level > 0).astype(mix.dtype)
+    n_live = mx.maximum(mx.sum(live, axis=1, keepdims=True), 1.0)
+    ref = mx.sum(frame_level, axis=1, keepdims=True) / n_live + 1e-6
     return mx.log(mix / ref + 1e-3)
 
 

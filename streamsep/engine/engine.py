@@ -38,9 +38,13 @@ def auto_budget(plan: WindowPlan, compute_s: float) -> int:
 
 
 def warm_up(separator: Any, plan: WindowPlan, runs: int = 2) -> float:
-    """Run the separator on silent windows (MLX compiles on the first call); return the last
-    run's wall time in seconds."""
-    win = np.zeros(plan.window, np.float32)
+    """Run the separator on full windows (MLX compiles on the first call); return the last
+    run's wall time in seconds.
+
+    The windows hold quiet noise, not silence: a separator may skip silent frames (the embedded
+    one does), and a warm-up that skips its work would set the budget far too low.
+    """
+    win = (1e-3 * np.random.default_rng(0).standard_normal(plan.window)).astype(np.float32)
     nch = int(getattr(separator, "noise_channels", 0) or 0)
     noise = np.zeros((plan.window_frames, nch), np.float32) if nch else None
     dt = 0.0

@@ -84,12 +84,24 @@ class EmbeddedSeparator:
         if noise.shape != (frames, self.noise_channels):
             raise ValueError(f"noise must have shape ({frames}, {self.noise_channels}) for this "
                              f"window; got {noise.shape}")
-        x16 = soxr.resample(window, INTERFACE_SR, F.SR)[: frames * F.HOP]
+        # The engine pads its first and last windows with digital silence. The model never saw
+        # seconds of it in training, and its attention would spread over them, so only the frames
+        # that hold signal go through it: silence in, silence out, as offline at a file's edges.
+        live = np.flatnonzero(np.any(window.reshape(frames, FRAME_HOP) != 0, axis=1))
+        target = np.zeros_like(window)
+        if live.size:
+            a, b = int(live[0]), int(live[-1]) + 1
+            target[a * FRAME_HOP: b * FRAME_HOP] = self._separate_frames(
+                window[a * FRAME_HOP: b * FRAME_HOP], noise[a:b])
+        return target, window - target
+
+    def _separate_frames(self, x48: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        frames = len(noise)
+        x16 = soxr.resample(x48, INTERFACE_SR, F.SR)[: frames * F.HOP]
         x16 = np.pad(x16, (0, frames * F.HOP - x16.size))
         target16 = self.separate_16k(x16, noise)
-        target = soxr.resample(target16, F.SR, INTERFACE_SR)[: window.size].astype(np.float32)
-        target = np.pad(target, (0, window.size - target.size))
-        return target, window - target
+        target = soxr.resample(target16, F.SR, INTERFACE_SR)[: x48.size].astype(np.float32)
+        return np.pad(target, (0, x48.size - target.size))
 
     def separate_16k(self, x: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """Target at 16 kHz for a 16 kHz signal of len(noise) STFT hops."""

@@ -2,12 +2,14 @@
 
 Accepted values: ``embedded`` (the default: the small model shipped in model/), ``passthrough``,
 ``silence``, ``bandpass`` or ``bandpass:LOW-HIGH`` (Hz), ``embedded:DIR`` (an embedded-model
-directory), a local directory with SAM-Audio weights, or a Hugging Face repo id (owner/name).
+directory), a local directory with SAM-Audio weights or an embedded model (told apart by its
+config.json), or a Hugging Face repo id (owner/name).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 from typing import Any
@@ -49,6 +51,15 @@ def _call_load(mod: Any, spec: str | None, what: str, **kw: Any) -> Any:
         raise ModelError(f"cannot load {what}: {msg}{hint}") from None
 
 
+def _is_embedded_dir(path: str) -> bool:
+    """A folder written by tools/train.py --export (its config names the embedded model type)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("model_type", "")).startswith("streamsep-embedded")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_separator(spec: str | None = None, *, steps: int | None = None,
                    method: str | None = None) -> Any:
     """Load the separator named by ``spec`` (see the module docstring)."""
@@ -67,6 +78,8 @@ def load_separator(spec: str | None = None, *, steps: int | None = None,
         mod = _adapter("streamsep.separators.embedded", "the embedded model")
         return _call_load(mod, path, "the embedded model", **kw)
     sam_kw = {"steps": steps or SAM_DEFAULT_STEPS, "method": method or SAM_DEFAULT_METHOD}
+    if os.path.isdir(spec) and _is_embedded_dir(spec):
+        return load_separator(f"embedded:{spec}", steps=steps, method=method)
     if os.path.isdir(spec):
         mod = _adapter("streamsep.separators.sam", "SAM-Audio")
         return _call_load(mod, spec, f"SAM-Audio from {spec}", **sam_kw)
