@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,29 @@ def _summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _targets(mixtures: list[dict], classes: tuple[str, ...]) -> Iterator[tuple[int, dict, str]]:
+    """(index, mixture, prompt class) for every class present in each mixture."""
+    for i, m in enumerate(mixtures):
+        for c in classes:
+            if c in m["sources"]:
+                yield i, m, c
+
+
+def _row(method: str, m: dict, target: str, wording: str, prompt: str, est: np.ndarray | None,
+         **extra: Any) -> dict:
+    """One scored result; est None scores the unprocessed mixture."""
+    mix, ref = m["audio"]["mixture"], m["audio"][target]
+    base = si_sdr(mix, ref)
+    s = base if est is None else si_sdr(est, ref)
+    return {"method": method, "id": m["id"], "kind": m["kind"], "target": target,
+            "wording": wording, "prompt": prompt, "sisdr_mix": base, "sisdr": s,
+            "sisdri": s - base, **extra}
+
+
+def _progress(what: str, i: int, n: int) -> None:
+    print(f"\r {what} {i + 1}/{n}", end="", file=sys.stderr)
+
+
 def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None,
         engine: bool, engine_limit: int, window: float, hop: float, lookahead: float,
         crossfade: float, classes: tuple[str, ...] = ("speech", "music")) -> dict[str, Any]:
@@ -147,39 +171,23 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
     mixtures = load_mixtures(corpus, limit)
     rows: list[dict] = []
     compute, audio_s = 0.0, 0.0
-    for i, m in enumerate(mixtures):
+    for i, m, c in _targets(mixtures, classes):
         mix = m["audio"]["mixture"]
-        for c in classes:
-            if c not in m["sources"]:
-                continue
-            ref = m["audio"][c]
-            base = si_sdr(mix, ref)
-            held = HELDOUT_WORDINGS[c][i % len(HELDOUT_WORDINGS[c])]
-            for wording, prompt in (("trained", c), ("heldout", held)):
-                est, dt = separate_offline(sep, mix, prompt, seed=i)
-                compute += dt
-                audio_s += len(mix) / SR_EVAL
-                s = si_sdr(est, ref)
-                rows.append({"method": "model", "id": m["id"], "kind": m["kind"], "target": c,
-                             "wording": wording, "prompt": prompt, "sisdr_mix": base,
-                             "sisdr": s, "sisdri": s - base})
-            # the wrong prompt: asks for another class present in the mixture
-            wrong = next((o for o in classes if o != c and o in m["sources"]), None)
-            if wrong is not None:
-                est, _ = separate_offline(sep, mix, wrong, seed=i)
-                s = si_sdr(est, ref)
-                rows.append({"method": "model_wrong_prompt", "id": m["id"], "kind": m["kind"],
-                             "target": c, "wording": f"prompt={wrong}", "prompt": wrong,
-                             "sisdr_mix": base, "sisdr": s, "sisdri": s - base})
-            rows.append({"method": "mixture", "id": m["id"], "kind": m["kind"], "target": c,
-                         "wording": "-", "prompt": "", "sisdr_mix": base, "sisdr": base,
-                         "sisdri": 0.0})
-            if c == "speech":
-                s = si_sdr(spectral_gate(mix), ref)
-                rows.append({"method": "spectral_gating", "id": m["id"], "kind": m["kind"],
-                             "target": c, "wording": "-", "prompt": "", "sisdr_mix": base,
-                             "sisdr": s, "sisdri": s - base})
-        print(f"\r offline {i + 1}/{len(mixtures)}", end="", file=sys.stderr)
+        held = HELDOUT_WORDINGS[c][i % len(HELDOUT_WORDINGS[c])]
+        for wording, prompt in (("trained", c), ("heldout", held)):
+            est, dt = separate_offline(sep, mix, prompt, seed=i)
+            compute += dt
+            audio_s += len(mix) / SR_EVAL
+            rows.append(_row("model", m, c, wording, prompt, est))
+        # the wrong prompt: asks for another class present in the mixture
+        wrong = next((o for o in classes if o != c and o in m["sources"]), None)
+        if wrong is not None:
+            est, _ = separate_offline(sep, mix, wrong, seed=i)
+            rows.append(_row("model_wrong_prompt", m, c, f"prompt={wrong}", wrong, est))
+        rows.append(_row("mixture", m, c, "-", "", None))
+        if c == "speech":
+            rows.append(_row("spectral_gating", m, c, "-", "", spectral_gate(mix)))
+        _progress("offline", i, len(mixtures))
     print(file=sys.stderr)
     result: dict[str, Any] = {
         "model": model or "embedded",
@@ -194,23 +202,14 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
         plan = WindowPlan.from_seconds(sep.sample_rate, sep.frame_hop, window, hop, lookahead,
                                        crossfade)
         erows, comp = [], []
-        for i, m in enumerate(mixtures[:engine_limit]):
-            mix = m["audio"]["mixture"]
-            for c in classes:
-                if c not in m["sources"]:
-                    continue
-                ref = m["audio"][c]
-                base = si_sdr(mix, ref)
-                est, cs = separate_streamed(sep, plan, mix, c, seed=i)
-                comp += cs
-                off = next(r for r in rows if r["id"] == m["id"] and r["target"] == c
-                           and r["method"] == "model" and r["wording"] == "trained")
-                s = si_sdr(est, ref)
-                erows.append({"method": "engine", "id": m["id"], "kind": m["kind"], "target": c,
-                              "wording": "trained", "prompt": c, "sisdr_mix": base, "sisdr": s,
-                              "sisdri": s - base, "offline_sisdr": off["sisdr"]})
-            print(f"\r engine {i + 1}/{min(engine_limit, len(mixtures))}", end="",
-                  file=sys.stderr)
+        streamed = mixtures[:engine_limit]
+        for i, m, c in _targets(streamed, classes):
+            est, cs = separate_streamed(sep, plan, m["audio"]["mixture"], c, seed=i)
+            comp += cs
+            off = next(r for r in rows if r["id"] == m["id"] and r["target"] == c
+                       and r["method"] == "model" and r["wording"] == "trained")
+            erows.append(_row("engine", m, c, "trained", c, est, offline_sisdr=off["sisdr"]))
+            _progress("engine", i, len(streamed))
         print(file=sys.stderr)
         hop_s = plan.seconds(plan.hop)
         result["engine"] = {

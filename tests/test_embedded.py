@@ -165,3 +165,36 @@ def test_streamed_quality_matches_offline(sep, clip) -> None:
     gain_streamed = si_sdr(streamed, ref) - si_sdr(mix, ref)
     assert gain_streamed > 2.0
     assert abs(gain_streamed - gain_offline) < 1.0, (gain_streamed, gain_offline)
+
+
+def test_streamsep_eval_scores_a_small_held_out_corpus(clip, tmp_path, capsys) -> None:
+    """`streamsep eval` on a one-mixture corpus (the demo clip): the table and the JSON carry the
+    model, held-out wording, wrong-prompt, baseline and engine rows, and the model helps."""
+    import json
+
+    from streamsep.evaluation import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test_mixtures.json").write_text(json.dumps(
+        [{"id": "m000", "kind": "real_speech+music", "sources": ["speech", "music"]}]))
+    np.savez(corpus / "test_mixtures.npz", **{f"m000/{k}": v for k, v in clip.items()})
+    out = tmp_path / "eval.json"
+    assert main(["--corpus", str(corpus), "--engine", "--json", str(out)]) == 0
+    assert "streamed − offline" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    rows = {(r["method"], r["target"], r["wording"]): r for r in res["offline"]["table"]}
+    assert rows[("model", "speech", "trained")]["sisdri"] > 2.0
+    assert rows[("model", "speech", "heldout")]["sisdri"] > 1.0
+    assert rows[("model_wrong_prompt", "speech", "prompt=music")]["sisdri"] < 0
+    assert ("spectral_gating", "speech", "-") in rows and ("mixture", "music", "-") in rows
+    assert abs(res["engine"]["streamed_minus_offline_db"]) < 1.0
+    assert res["engine"]["rtf"] > 0 and res["engine"]["compute_p95_s"] > 0
+
+
+def test_streamsep_eval_without_a_corpus_is_one_clear_error(tmp_path, capsys) -> None:
+    from streamsep.evaluation import main
+
+    assert main(["--corpus", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no held-out mixtures") and "make_corpus.py" in err
