@@ -210,10 +210,12 @@ def validate(model, corpus: Path, enc: TextEncoder, bands: mx.array, steps_list:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_ckpt(work: Path, name: str, model, opt, state: dict) -> None:
+def save_ckpt(work: Path, name: str, model, opt, state: dict, avg: dict | None = None) -> None:
     mx.save_safetensors(str(work / f"{name}.safetensors"), dict(tree_flatten(model.parameters())))
     if opt is not None:
         mx.save_safetensors(str(work / f"{name}.opt.safetensors"), dict(tree_flatten(opt.state)))
+    if avg:
+        mx.save_safetensors(str(work / f"{name}.ema.safetensors"), avg)
     (work / f"{name}.json").write_text(json.dumps(state, indent=1))
 
 
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     last_val = time.time()
     bar = tqdm(total=int(budget), unit="s", desc="train", file=sys.stderr,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}] {postfix}")
-    ema = None
+    smooth_loss = None
     rng = np.random.default_rng([SEED, 1, state["step"]])
     log = open(a.work / "train.log", "a")
     batches = prefetch(mixer, state["step"])
@@ -378,14 +380,14 @@ def main(argv: list[str] | None = None) -> int:
                    for k, v in tree_flatten(model.parameters())}
         mx.eval(loss, model.parameters(), opt.state, avg)
         lv = float(loss)
-        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        smooth_loss = lv if smooth_loss is None else 0.98 * smooth_loss + 0.02 * lv
         state["step"] += 1
         now = time.time()
         bar.n = min(int(now - t0), int(budget))
-        bar.set_postfix_str(f"step {state['step']} loss {ema:.4f} lr {lr:.1e}")
+        bar.set_postfix_str(f"step {state['step']} loss {smooth_loss:.4f} lr {lr:.1e}")
         bar.refresh()
         if state["step"] % 50 == 0:
-            log.write(json.dumps({"step": state["step"], "loss": ema, "lr": lr,
+            log.write(json.dumps({"step": state["step"], "loss": smooth_loss, "lr": lr,
                                   "elapsed": state["elapsed"] + now - t0}) + "\n")
             log.flush()
         done = now - t0 >= budget or (a.max_steps is not None and state["step"] >= a.max_steps)
@@ -400,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 res.update({f"ema_{k}": v for k, v in res_avg.items()})
                 if res_avg["score"] > raw["score"]:
                     res.update(res_avg, weights="ema")
-            res.update(step=state["step"], loss=ema, elapsed=elapsed)
+            res.update(step=state["step"], loss=smooth_loss, elapsed=elapsed)
             state["history"].append(res)
             tqdm.write(f"val step {state['step']}: " + " ".join(
                 f"{k}={v:.2f}" for k, v in res.items()
@@ -415,16 +417,12 @@ def main(argv: list[str] | None = None) -> int:
                 snap["best"] = res
                 save_ckpt(a.work, "best", avg_model if res["weights"] == "ema" else model,
                           None, snap)
-            save_ckpt(a.work, "last", model, opt, snap)
-            if a.ema:
-                mx.save_safetensors(str(a.work / "last.ema.safetensors"), avg)
+            save_ckpt(a.work, "last", model, opt, snap, avg)
             last_val = time.time()
         if done:
             break
     state["elapsed"] += time.time() - t0
-    save_ckpt(a.work, "last", model, opt, state)
-    if a.ema:
-        mx.save_safetensors(str(a.work / "last.ema.safetensors"), avg)
+    save_ckpt(a.work, "last", model, opt, state, avg)
     bar.close()
     if a.export is not None:
         export(a.export, a.work, margs, enc, state)
