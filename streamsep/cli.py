@@ -110,6 +110,8 @@ def _load(k: dict[str, Any]) -> tuple[Any, WindowPlan]:
         sep.set_prompt(k["prompt"])
     except (ValueError, RuntimeError, OSError) as e:
         raise CliError(f"prompt {k['prompt']!r} rejected by the model: {_one_line(e)}") from None
+    if getattr(sep, "prompt_note", None):
+        _note(sep.prompt_note)
     plan = WindowPlan.from_seconds(sep.sample_rate, sep.frame_hop, k["window"], k["hop"],
                                    k["lookahead"], k["crossfade"])
     return sep, plan

