@@ -138,20 +138,20 @@ def _summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _targets(mixtures: list[dict], classes: tuple[str, ...]) -> Iterator[tuple[int, dict, str]]:
-    """(index, mixture, prompt class) for every class present in each mixture."""
+def _targets(mixtures: list[dict], classes: tuple[str, ...]
+             ) -> Iterator[tuple[int, dict, str, float]]:
+    """(index, mixture, prompt class, the mixture's SI-SDR against that class) for every class
+    present in each mixture."""
     for i, m in enumerate(mixtures):
         for c in classes:
             if c in m["sources"]:
-                yield i, m, c
+                yield i, m, c, si_sdr(m["audio"]["mixture"], m["audio"][c])
 
 
-def _row(method: str, m: dict, target: str, wording: str, prompt: str, est: np.ndarray | None,
-         **extra: Any) -> dict:
+def _row(method: str, m: dict, target: str, wording: str, prompt: str, base: float,
+         est: np.ndarray | None, **extra: Any) -> dict:
     """One scored result; est None scores the unprocessed mixture."""
-    mix, ref = m["audio"]["mixture"], m["audio"][target]
-    base = si_sdr(mix, ref)
-    s = base if est is None else si_sdr(est, ref)
+    s = base if est is None else si_sdr(est, m["audio"][target])
     return {"method": method, "id": m["id"], "kind": m["kind"], "target": target,
             "wording": wording, "prompt": prompt, "sisdr_mix": base, "sisdr": s,
             "sisdri": s - base, **extra}
@@ -171,22 +171,22 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
     mixtures = load_mixtures(corpus, limit)
     rows: list[dict] = []
     compute, audio_s = 0.0, 0.0
-    for i, m, c in _targets(mixtures, classes):
+    for i, m, c, base in _targets(mixtures, classes):
         mix = m["audio"]["mixture"]
         held = HELDOUT_WORDINGS[c][i % len(HELDOUT_WORDINGS[c])]
         for wording, prompt in (("trained", c), ("heldout", held)):
             est, dt = separate_offline(sep, mix, prompt, seed=i)
             compute += dt
             audio_s += len(mix) / SR_EVAL
-            rows.append(_row("model", m, c, wording, prompt, est))
+            rows.append(_row("model", m, c, wording, prompt, base, est))
         # the wrong prompt: asks for another class present in the mixture
         wrong = next((o for o in classes if o != c and o in m["sources"]), None)
         if wrong is not None:
             est, _ = separate_offline(sep, mix, wrong, seed=i)
-            rows.append(_row("model_wrong_prompt", m, c, f"prompt={wrong}", wrong, est))
-        rows.append(_row("mixture", m, c, "-", "", None))
+            rows.append(_row("model_wrong_prompt", m, c, f"prompt={wrong}", wrong, base, est))
+        rows.append(_row("mixture", m, c, "-", "", base, None))
         if c == "speech":
-            rows.append(_row("spectral_gating", m, c, "-", "", spectral_gate(mix)))
+            rows.append(_row("spectral_gating", m, c, "-", "", base, spectral_gate(mix)))
         _progress("offline", i, len(mixtures))
     print(file=sys.stderr)
     result: dict[str, Any] = {
@@ -202,13 +202,14 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
         plan = WindowPlan.from_seconds(sep.sample_rate, sep.frame_hop, window, hop, lookahead,
                                        crossfade)
         erows, comp = [], []
+        offline = {(r["id"], r["target"]): r["sisdr"] for r in rows
+                   if r["method"] == "model" and r["wording"] == "trained"}
         streamed = mixtures[:engine_limit]
-        for i, m, c in _targets(streamed, classes):
+        for i, m, c, base in _targets(streamed, classes):
             est, cs = separate_streamed(sep, plan, m["audio"]["mixture"], c, seed=i)
             comp += cs
-            off = next(r for r in rows if r["id"] == m["id"] and r["target"] == c
-                       and r["method"] == "model" and r["wording"] == "trained")
-            erows.append(_row("engine", m, c, "trained", c, est, offline_sisdr=off["sisdr"]))
+            erows.append(_row("engine", m, c, "trained", c, base, est,
+                              offline_sisdr=offline[(m["id"], c)]))
             _progress("engine", i, len(streamed))
         print(file=sys.stderr)
         hop_s = plan.seconds(plan.hop)

@@ -134,8 +134,8 @@ class MaskFlowDiT(nn.Module):
 def log_level(mix: mx.array) -> mx.array:
     """log of the compressed magnitudes relative to the window's mean (gain invariant).
 
-    The mean skips all-zero frames: the engine pads its first and last windows with digital
-    silence, and counting those frames would shift every real frame's level by log(1/fraction).
+    The mean skips all-zero frames (digital silence, e.g. a muted input): counting them would
+    shift every real frame's level by log(1/fraction of frames with signal).
     """
     frame_level = mx.mean(mix, axis=2, keepdims=True)
     live = (frame_level > 0).astype(mix.dtype)

@@ -46,6 +46,10 @@ class EmbeddedSeparator:
         self.prompt: str | None = None
         #: set by set_prompt when the prompt is unlike anything trained (the CLI prints it)
         self.prompt_note: str | None = None
+        self._trained = [(c, w) for c, ws in TRAIN_WORDINGS.items() for w in ws
+                         if w in model.prompt_cache]
+        self._trained_emb = np.stack([model.prompt_cache[w] for _, w in self._trained]
+                                     ).astype(np.float32) if self._trained else None
 
     # -- prompt
 
@@ -80,13 +84,11 @@ class EmbeddedSeparator:
 
     def closest_trained(self, emb: np.ndarray) -> tuple[str, str, float]:
         """(class, wording, cosine similarity) of the trained wording nearest to an embedding."""
-        best = ("", "", -1.0)
-        for cls, words in TRAIN_WORDINGS.items():
-            for w in words:
-                if w in self.model.prompt_cache:
-                    sim = float(np.dot(self.model.prompt_cache[w].astype(np.float32), emb))
-                    best = max(best, (cls, w, sim), key=lambda b: b[2])
-        return best
+        if self._trained_emb is None:
+            return "", "", 1.0  # a model folder without cached wordings: nothing to compare
+        sims = self._trained_emb @ emb
+        k = int(np.argmax(sims))
+        return (*self._trained[k], float(sims[k]))
 
     # -- separation
 
