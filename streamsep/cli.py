@@ -40,7 +40,8 @@ def _knobs(f: Callable) -> Callable:
     opts = [
         click.option("--model", default=DEFAULT_MODEL, show_default=True,
                      help="embedded, passthrough, silence, bandpass[:LOW-HIGH], a local model "
-                          "directory, or a Hugging Face repo id."),
+                          "directory, a Hugging Face repo id, or your own separator as "
+                          "FILE.py:NAME or package.module:NAME."),
         click.option("--window", type=float, default=DEFAULT_WINDOW_S, show_default=True,
                      help="Seconds of audio the model sees per window (W)."),
         click.option("--hop", type=float, default=DEFAULT_HOP_S, show_default=True,
@@ -72,17 +73,56 @@ def _knobs(f: Callable) -> Callable:
 
 
 def _check_prompt(prompt: str | None) -> str:
+    from streamsep.separators.base import check_prompt_text
+
     if prompt is None or not prompt.strip():
         raise CliError("--prompt is empty: describe the sound to extract, e.g. -p speech")
+    why = check_prompt_text(prompt)
+    if why is not None:
+        raise CliError(f"-p/--prompt: {why}")
     return prompt.strip()
 
 
+#: 256 solver steps are 64x the cost of SAM-Audio's live default (4) and 16x its reference (16),
+#: already hopeless for live use, and the flow's error stops shrinking long before: more is a typo.
+MAX_STEPS = 256
+#: The noise hash keys on 64 bits (engine/noise.py); larger or negative seeds would alias.
+MAX_SEED = 2**64 - 1
+MAX_LATENCY_S = 2.0  # device latency beyond 2 s is no longer live; PortAudio would clamp it
+BLOCKSIZE_RANGE = (16, 16384)  # frames per callback: below, callbacks outrun Python; above, 0.3 s
+
+
 def _check_knobs(k: dict[str, Any]) -> None:
-    # Validate with SAM-Audio's geometry before loading anything, so typos fail fast.
+    """Range-check the options every command shares, before anything loads."""
+    # Lengths (finite, not negative, W at most MAX_WINDOW_S, H + R + X within W) are checked with
+    # SAM-Audio's geometry, so a typo fails fast with the same message for every model.
     WindowPlan.from_seconds(48000, 1920, k["window"], k["hop"], k["lookahead"], k["crossfade"])
     if k["steps"] is not None and k["steps"] < 1:
         raise CliError(f"--steps must be at least 1 (got {k['steps']})")
+    if k["steps"] is not None and k["steps"] > MAX_STEPS:
+        raise CliError(f"--steps must be at most {MAX_STEPS} (got {k['steps']}); omit it for "
+                       "the model's default")
+    if not 0 <= k["seed"] <= MAX_SEED:
+        raise CliError(f"--seed must be between 0 and 2**64 - 1 (got {k['seed']})")
     _budget_seconds(k["budget"])
+
+
+def _check_run_options(blocksize: int, latency: str, duration: float | None) -> None:
+    """Range-check `run`'s device options: one line naming the option and the accepted range."""
+    lo, hi = BLOCKSIZE_RANGE
+    if blocksize != 0 and not lo <= blocksize <= hi:
+        raise CliError(f"--blocksize must be 0 (PortAudio chooses) or {lo} to {hi} frames "
+                       f"(got {blocksize})")
+    if latency not in ("low", "high"):
+        try:
+            v = float(latency)
+        except ValueError:
+            v = float("nan")
+        if not 0 <= v <= MAX_LATENCY_S:  # also refuses nan and inf
+            raise CliError(f"--latency must be low, high or seconds between 0 and "
+                           f"{MAX_LATENCY_S:g} (got {latency!r})")
+    if duration is not None and not 0 < duration < float("inf"):
+        raise CliError(f"--duration must be a positive number of seconds (got {duration})")
 
 
 def _budget_seconds(b: str) -> float | None:
@@ -110,6 +150,11 @@ def _load(k: dict[str, Any]) -> tuple[Any, WindowPlan]:
         sep.set_prompt(k["prompt"])
     except (ValueError, RuntimeError, OSError) as e:
         raise CliError(f"prompt {k['prompt']!r} rejected by the model: {_one_line(e)}") from None
+    except Exception as e:  # a plugin's own bug: name it and where, in one line
+        from streamsep.separators.base import exception_summary
+
+        raise CliError(f"the separator's set_prompt({k['prompt']!r}) failed: "
+                       f"{exception_summary(e)}") from None
     if getattr(sep, "prompt_note", None):
         _note(sep.prompt_note)
     plan = WindowPlan.from_seconds(sep.sample_rate, sep.frame_hop, k["window"], k["hop"],
@@ -137,7 +182,13 @@ def _budget_samples(k: dict[str, Any], sep: Any, plan: WindowPlan) -> int:
     b = _budget_seconds(k["budget"])
     if b is not None:
         return int(round(b * plan.sample_rate))
-    c = warm_up(sep, plan)
+    try:
+        c = warm_up(sep, plan)
+    except Exception as e:  # the first windows run here; a broken separator must say so clearly
+        from streamsep.separators.base import exception_summary
+
+        raise CliError(f"the separator failed on its warm-up window ({exception_summary(e)}): "
+                       "fix the model, or give --budget SECONDS to skip the warm-up") from None
     budget = auto_budget(plan, c)
     _note(f"warm-up: {c:.3f} s per window; compute budget {budget / plan.sample_rate:.2f} s")
     if c > plan.seconds(plan.hop):
@@ -181,7 +232,7 @@ def devices() -> None:
 @_knobs
 def run(prompt: str, input_device: str | None, output_device: str | None,
         residual_out: str | None, record_target: str | None, blocksize: int, latency: str,
-        duration: float | None, **k: Any) -> None:
+        duration: float | None, **k: Any) -> int:
     """Separate live from an input device to an output device.
 
     Type a new prompt on stdin to switch at the next window. Ctrl-C stops.
@@ -194,16 +245,7 @@ def run(prompt: str, input_device: str | None, output_device: str | None,
 
     prompt = _check_prompt(prompt)
     _check_knobs(k)
-    if blocksize < 0:
-        raise CliError(f"--blocksize must be 0 or positive (got {blocksize})")
-    if latency not in ("low", "high"):
-        try:
-            if float(latency) < 0:
-                raise ValueError
-        except ValueError:
-            raise CliError(f"--latency must be low, high or seconds (got {latency!r})") from None
-    if duration is not None and duration <= 0:
-        raise CliError(f"--duration must be positive (got {duration})")
+    _check_run_options(blocksize, latency, duration)
     for path in (record_target, residual_out if residual_out and _is_file(residual_out) else None):
         if path:
             check_writable(path)
@@ -246,6 +288,12 @@ def run(prompt: str, input_device: str | None, output_device: str | None,
             w.close()
         if mfile not in (None, sys.stdout):
             mfile.close()
+    if s.get("signal"):
+        flushed = "" if s.get("flushed") else " (the separator did not finish the last " \
+            "windows in time: the files end where it stopped)"
+        _note(f"stopped by {s['signal']}; files finalized{flushed}")
+        return int(s["exit_code"])
+    return 0
 
 
 def _summary_line(s: dict[str, Any]) -> str:
@@ -253,7 +301,7 @@ def _summary_line(s: dict[str, Any]) -> str:
     rtf = "n/a" if s["rtf_mean"] is None else f"{s['rtf_mean']:.3f}"
     out = (f"{s['windows']} windows, mean RTF {rtf}, dropped {c['dropped_windows']} windows "
            f"({c['dropped_s']:.1f} s), underrun {c['underrun_s']:.2f} s, "
-           f"xruns {sum(s['xruns'].values())}")
+           f"xruns {s['xruns']['events']}")
     if s.get("drift_ppm") is not None:
         out += f", drift {s['drift_ppm']:+.1f} ppm"
     return out
@@ -276,9 +324,9 @@ def _summary_line(s: dict[str, Any]) -> str:
               help="Output device for --play: index or name part (default: the system default).")
 @_knobs
 def file(input_path: str, prompt: str, output: str, residual: str | None, realtime: bool,
-         play: str, play_device: str | None, **k: Any) -> None:
+         play: str, play_device: str | None, **k: Any) -> int:
     """Separate an audio file (any rate/channels; written back at IN's rate, mono)."""
-    from streamsep.audio.files import check_finite, check_writable, probe
+    from streamsep.audio.files import check_finite, check_space, check_writable, probe
     from streamsep.engine.metrics import Metrics
     from streamsep.engine.offline import run_file
 
@@ -291,6 +339,11 @@ def file(input_path: str, prompt: str, output: str, residual: str | None, realti
             check_writable(p)
     if residual is not None and os.path.abspath(residual) == os.path.abspath(output):
         raise CliError("--residual and -o name the same file: give two different files")
+    for opt, p in (("-o", output), ("--residual", residual)):
+        if p is not None and os.path.exists(p) and os.path.samefile(p, input_path):
+            raise CliError(f"{opt} {p} is the input file: write to a different file")
+    # Before the model loads: a run that cannot fit on the disk should not start.
+    check_space([(p, info.declared_frames) for p in (output, residual) if p is not None])
     play_idx = None
     if play != "no" or play_device is not None:
         from streamsep.audio import devices as dev
@@ -305,7 +358,7 @@ def file(input_path: str, prompt: str, output: str, residual: str | None, realti
     sep, plan = _load({**k, "prompt": prompt})
     player = None
     if play_idx is not None:
-        from streamsep.audio.player import DevicePlayer
+        from streamsep.engine.sinks import DevicePlayer
 
         dev.check_rate(play_idx, "output", sep.sample_rate)
         player = DevicePlayer(play_idx, sep.sample_rate)
@@ -321,12 +374,21 @@ def file(input_path: str, prompt: str, output: str, residual: str | None, realti
         if mfile not in (None, sys.stdout):
             mfile.close()
     wall = time.perf_counter() - t0
+    names = f"{output}{' and ' + residual if residual else ''}"
+    written = s["written"].get(output, 0)
+    if s.get("signal"):
+        kept = (f"{names} finalized with what was separated so far" if written else
+                "nothing was separated yet, so no file was written")
+        _note(f"stopped by {s['signal']} after {written / info.sample_rate:.1f} s of "
+              f"{info.duration:.1f} s; {kept}")
+        return int(s["exit_code"])
     played = "" if player is None else (
         f"; played {player.pos / sep.sample_rate:.1f} s, device underrun "
         f"{player.underrun / sep.sample_rate:.2f} s, device xruns {player.xruns}")
-    _note(f"wrote {output}{' and ' + residual if residual else ''} ({info.frames} samples at "
-          f"{info.sample_rate} Hz) in {wall:.1f} s ({info.duration / wall:.1f}x real time); "
+    _note(f"wrote {names} ({written} samples at {info.sample_rate} Hz) in {wall:.1f} s "
+          f"({written / info.sample_rate / max(wall, 1e-9):.1f}x real time); "
           + _summary_line(s) + played)
+    return 0
 
 
 @cli.command()
@@ -449,32 +511,46 @@ def main(argv: list[str] | None = None) -> None:
     from streamsep.separators.registry import ModelError
 
     debug = os.environ.get("STREAMSEP_DEBUG") == "1"
+    code = 0
     try:
         rv = cli.main(args=argv, prog_name="streamsep", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        code = 130
     except click.ClickException as e:
         cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "streamsep"
         click.echo(f"error: {_one_line(click.unstyle(e.format_message()))} "
                    f"(see `{cmd} --help`)", err=True)
-        sys.exit(e.exit_code or 2)
+        code = e.exit_code or 2
     except (CliError, PlanError, AudioFileError, DeviceError, ModelError) as e:
         if debug:
             raise
         click.echo(f"error: {_one_line(e)}", err=True)
-        sys.exit(1)
+        code = 1
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        code = 130
     except Exception as e:
         if debug:
             raise
         click.echo(f"error: {type(e).__name__}: {_one_line(e)} (unexpected; rerun with "
                    "STREAMSEP_DEBUG=1 for the traceback and report it)", err=True)
-        sys.exit(1)
-    if isinstance(rv, int) and rv:
-        sys.exit(rv)
+        code = 1
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    live = sys.modules.get("streamsep.engine.live")
+    if live is not None and live.StreamsAbandoned.abandoned:
+        # PortAudio still holds a stream it could not stop (its sound server is gone); its
+        # exit handler would hang on it, so leave without running exit handlers. Everything
+        # of ours is already closed and flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,29 @@ def preload_blas() -> str | None:
     return None
 
 
+def limit_blas_threads(n: int | None) -> int | None:
+    """Set the preloaded OpenBLAS's thread count; returns the previous one (None when there is
+    no preloaded OpenBLAS, e.g. on macOS, where this does nothing). ``None`` leaves it as is."""
+    lib = _openblas()
+    if lib is None or n is None:
+        return None
+    prev = int(lib.openblas_get_num_threads())
+    lib.openblas_set_num_threads(int(n))
+    return prev
+
+
+def _openblas() -> ctypes.CDLL | None:
+    path = _state["blas"]
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        lib.openblas_get_num_threads  # noqa: B018 (not every BLAS is OpenBLAS)
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
 def backend_description() -> str:
     """One line naming the compute backend and BLAS in use."""
     import mlx.core as mx

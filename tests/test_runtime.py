@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from streamsep import runtime
 
 
@@ -35,3 +37,14 @@ def test_preload_is_skipped_once_mlx_is_imported():
         STREAMSEP_NO_BLAS_PRELOAD="0",
     )
     assert out == "None"
+
+
+def test_live_runs_can_cap_the_blas_threads():
+    prev = runtime.limit_blas_threads(1)
+    if prev is None:
+        pytest.skip("no preloaded OpenBLAS on this machine")
+    try:
+        assert runtime.limit_blas_threads(1) == 1
+    finally:
+        runtime.limit_blas_threads(prev)
+    assert runtime.limit_blas_threads(None) is None

@@ -7,6 +7,9 @@
 #   AUDIO_TESTS_REQUIRED=1 python -m pytest -q tests/test_jack_realtime.py
 jack_ci_start() {
   export JACK_NO_AUDIO_RESERVATION=1            # never try D-Bus device reservation
+  # A server killed with -9 (the fault tests do that) keeps its slot in JACK's 8-slot registry;
+  # with no server running, every entry there is stale: clear them so a new server can start.
+  if ! pgrep -x jackd >/dev/null 2>&1; then rm -rf /dev/shm/jack-* /dev/shm/jack_* 2>/dev/null; fi
   export JACK_DEFAULT_SERVER="streamsep_ci_$$"  # private server: PortAudio, jack_lsp and
                                                 # jack_connect in this job all use it
   local rt=(); [ "$(id -u)" -eq 0 ] || rt=(--no-realtime)  # non-root cannot get SCHED_FIFO

@@ -1,8 +1,14 @@
-"""Audio devices: lookup by index or name substring (sounddevice's rules), listing, streams."""
+"""Audio devices: lookup by index or name substring (sounddevice's rules), listing, and the one
+place where streams are opened and closed.
+
+Every stream runs the engine's C callback (``rt_callback`` in streamsep/engine/rt.c) with a
+``StreamState`` as its userdata, so no device deadline ever waits for the Python interpreter.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 
@@ -119,3 +125,55 @@ def stream_latency(latency_s: float) -> float:
     # PortAudio's JACK host API reports UINT32_MAX frames (~89478 s) when a stream is connected
     # to another client's ports instead of a hardware device: treat that as unknown (0).
     return latency_s if 0 <= latency_s < 10 else 0.0
+
+
+def open_stream(kind: str, device: int | tuple[int, int], sample_rate: int, state: Any, *,
+                channels: int | tuple[int, int], blocksize: int = 0,
+                latency: str | float = "high") -> Any:
+    """Create (not start) a PortAudio stream of ``kind`` ("duplex", "input" or "output") whose
+    callback is the C ``rt_callback`` over ``state`` (an engine.sinks.StreamState)."""
+    sd = sounddevice()
+    try:
+        return sd._StreamBase(kind=kind, samplerate=sample_rate, blocksize=blocksize,
+                              device=device, channels=channels, dtype="float32",
+                              latency=latency, callback=state.callback, userdata=state.c)
+    except sd.PortAudioError as e:
+        raise DeviceError(f"cannot open the audio stream: {e}; check the device with "
+                          "`streamsep devices`, or try another --blocksize/--latency") from None
+
+
+def open_output(idx: int, sample_rate: int, out: Any, *, latency: str | float = "high",
+                purpose: str = "output", blocksize: int = 0) -> tuple[Any, Any]:
+    """An output-only stream playing ``out`` (an engine.sinks.PlayedOutput) with no input.
+    Returns (state, stream)."""
+    from streamsep.engine.sinks import StreamState
+
+    ch = out_channels(idx)
+    state = StreamState(sample_rate, source=None, feeds_input=False, sink=out, out_channels=ch)
+    try:
+        stream = open_stream("output", idx, sample_rate, state, channels=ch,
+                             blocksize=blocksize, latency=latency)
+    except DeviceError as e:
+        raise DeviceError(f"cannot open output device {name(idx)} for {purpose}: "
+                          f"{str(e).split(': ', 1)[-1]}") from None
+    return state, stream
+
+
+def close_streams(streams: list[Any], timeout: float = 3.0) -> bool:
+    """Stop and close ``streams``; False when PortAudio did not return within ``timeout``
+    seconds (it can hang in Pa_StopStream once the sound server is gone), in which case the
+    streams are abandoned so that the caller can still finalize its files and exit."""
+
+    def close() -> None:
+        for s in streams:
+            try:
+                if s.active:
+                    s.stop()
+                s.close()
+            except Exception:  # closing must not hide the reason we stopped
+                pass
+
+    t = threading.Thread(target=close, name="streamsep-close", daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive()

@@ -6,26 +6,40 @@ Latency contract: output position p (in input samples) plays exactly
 written within ``budget`` of its last input sample arriving, or the part that missed its slot is
 filled by the overload policy and counted (underrun / late), never queued up.
 
-The audio callbacks (``duplex_callback``, ``input_callback``, ``PlaybackSink.output_callback``)
-only copy between preallocated rings, record a timestamp and count PortAudio's status flags.
+The audio callback is C (``rt_callback`` in rt.c): it copies between preallocated rings, fills
+late output by the overload policy, records timestamps and counts xrun events, and never waits for
+the interpreter. Everything here runs on the worker thread or the main thread.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from streamsep.engine.clock import DriftCorrector, adjust_length
 from streamsep.engine.metrics import Metrics
 from streamsep.engine.plan import WindowPlan
-from streamsep.engine.ring import HistoryRing, PlaybackRing
+from streamsep.engine.sinks import (
+    XRUN_FLAGS,
+    FileSink,
+    InputState,
+    PlaybackSink,
+    StreamState,
+    now_s,
+)
 from streamsep.engine.worker import Worker
 
-XRUN_FLAGS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow")
+__all__ = ["Engine", "FileSink", "PlaybackSink", "auto_budget", "warm_up"]
+
 MIN_BUDGET_S = 0.1
+#: The adaptive budget looks at this many recent windows ...
+BUDGET_WINDOWS = 50
+#: ... and is raised when their 95th-percentile compute passes this fraction of it.
+BUDGET_RAISE_AT = 0.8
 
 
 def auto_budget(plan: WindowPlan, compute_s: float) -> int:
@@ -55,94 +69,6 @@ def warm_up(separator: Any, plan: WindowPlan, runs: int = 2) -> float:
     return dt
 
 
-class FileSink:
-    """Writes one output stream, in position order, to something with ``write(np.ndarray)``."""
-
-    def __init__(self, writer: Any, which: str = "target", end: int | None = None):
-        self.writer = writer
-        self.which = which
-        self.end = end
-        self.pos = 0  # next position expected
-
-    def write(self, pos: int, target: np.ndarray, residual: np.ndarray) -> None:
-        x = target if self.which == "target" else residual
-        lo = max(pos, self.pos)
-        hi = pos + len(x) if self.end is None else min(pos + len(x), self.end)
-        if lo > self.pos:  # a gap can only come from a bug upstream; keep the file aligned
-            self.writer.write(np.zeros(lo - self.pos, np.float32))
-            self.pos = lo
-        if hi > lo:
-            self.writer.write(x[lo - pos : hi - pos])
-            self.pos = hi
-
-
-class PlaybackSink:
-    """One output stream: a playback ring, its callback, and (for its own clock) drift control."""
-
-    def __init__(self, engine: Engine, which: str, own_clock: bool):
-        self.engine = engine
-        self.which = which
-        cap = engine.latency_samples + engine.plan.window + 2 * engine.plan.hop + engine.sr
-        self.ring = PlaybackRing(cap)
-        self.corrector = None
-        if own_clock:
-            self.corrector = DriftCorrector(engine.sr, engine.latency_samples,
-                                            max_step=max(1, engine.plan.hop // 1000))
-        self.underrun = 0
-        self.snapshot: tuple[int, float] | None = None
-        self.xruns = dict.fromkeys(XRUN_FLAGS, 0)
-        self.latency_s = 0.0
-
-    @property
-    def delta(self) -> int:
-        return 0 if self.corrector is None else self.corrector.delta
-
-    # worker side
-    def write(self, pos: int, target: np.ndarray, residual: np.ndarray) -> None:
-        x = target if self.which == "target" else residual
-        change = 0
-        if self.corrector is not None and len(x):
-            change = self.corrector.plan_change()
-            if change:
-                x = adjust_length(x, change)
-        self.ring.write_at(pos + self.delta, x)
-        if change:
-            self.corrector.applied(change)
-
-    # callback side
-    def play(self, out: np.ndarray, origin: int) -> None:
-        """Fill ``out`` (a 1-D view); ``origin`` is the input position matching out[0] the first
-        time playback runs."""
-        ring = self.ring
-        if ring.read_pos is None:
-            ring.start(origin - self.engine.latency_samples)
-        start, missing = ring.read_into(out)
-        if missing:
-            self.underrun += missing
-            if self.which == "target" and self.engine.overload == "dry":
-                n = len(out)
-                self.engine.input.read(start + n - missing - self.delta, out[n - missing :])
-        self.snapshot = (start, time.perf_counter())  # position handed to the device now
-
-    def output_callback(self, outdata, frames, time_info, status) -> None:  # noqa: ANN001
-        if status:
-            _count_flags(self.xruns, status)
-        origin = 0
-        if self.ring.read_pos is None:  # first call: where is the input clock right now?
-            snap = self.engine.in_snapshot
-            origin = self.engine.input.write_pos if snap is None else int(
-                snap[0] + (time.perf_counter() - snap[1]) * self.engine.sr)
-        self.play(outdata[:, 0], origin)
-        if outdata.shape[1] > 1:
-            outdata[:, 1:] = outdata[:, :1]
-
-
-def _count_flags(counts: dict[str, int], status: Any) -> None:
-    for f in XRUN_FLAGS:
-        if getattr(status, f, False):
-            counts[f] += 1
-
-
 class Engine:
     def __init__(
         self,
@@ -155,6 +81,7 @@ class Engine:
         metrics: Metrics | None = None,
         skip_ahead: bool = True,
         model_name: str = "",
+        adaptive_budget: bool = False,
     ):
         self.sep = separator
         self.plan = plan
@@ -163,32 +90,58 @@ class Engine:
         self.overload = overload
         self.metrics = metrics
         self.model_name = model_name
+        self.adaptive_budget = adaptive_budget
         self.latency_samples = plan.algorithmic_latency + self.budget
-        cap = plan.window + self.latency_samples + 4 * plan.hop + 2 * self.sr
-        self.input = HistoryRing(cap)
+        # The callback plays the dry input from here when a result is late, so the ring spans
+        # the largest latency the budget can grow to; beyond that it is cheap insurance (2 min,
+        # 23 MB) that a long stall still finds the audio it skipped, for the files.
+        cap = max(plan.window + plan.algorithmic_latency + 6 * plan.hop + 2 * self.sr,
+                  120 * self.sr)
+        self.source = InputState(cap)
+        self.input = self.source.ring
         self.worker = Worker(separator, plan, self.input, seed=seed, overload=overload,
-                             skip_ahead=skip_ahead)
+                             skip_ahead=skip_ahead, budget=self.budget if skip_ahead else None)
         self.worker.on_window = self._on_window
         if metrics is not None:
             self.worker.on_warning = metrics.warn
         self.playback: list[PlaybackSink] = []
-        self.in_snapshot: tuple[int, float] | None = None
-        self.xruns = dict.fromkeys(XRUN_FLAGS, 0)
+        self.streams: list[StreamState] = []
         self.input_latency_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.monotonic()
         self._last_late = 0
+        self._recent: deque[float] = deque(maxlen=BUDGET_WINDOWS)
+        self.over_budget_windows = 0
+        self._n, self._sum, self._max = 0, 0.0, 0.0  # compute per window, bounded memory
+        self.latency_raises: list[dict[str, float]] = []
+        self._gc_t: float | None = None
+        self._gc_max = 0.0  # longest collection since the last window record, seconds
+        self.gc_pause_max_s = 0.0
+        self._gc_frozen = False
 
     # -- wiring ---------------------------------------------------------------------------------
     def add_sink(self, sink: Any) -> None:
         self.worker.sinks.append(sink)
 
     def add_playback(self, which: str = "target", own_clock: bool = False) -> PlaybackSink:
-        sink = PlaybackSink(self, which, own_clock)
+        p = self.plan
+        cap = self.latency_samples + p.window + 4 * p.hop + 2 * self.sr
+        sink = PlaybackSink(cap, which, source=self.source, sample_rate=self.sr,
+                            latency=self.latency_samples,
+                            dry=which == "target" and self.overload == "dry",
+                            own_clock=own_clock, max_step=max(1, p.hop // 1000))
         self.playback.append(sink)
         self.worker.sinks.append(sink)
         return sink
+
+    def stream_state(self, sink: PlaybackSink | None, *, feeds_input: bool,
+                     out_channels: int = 1) -> StreamState:
+        """The userdata for one device stream that runs the C callback over this engine."""
+        st = StreamState(self.sr, source=self.source, feeds_input=feeds_input, sink=sink,
+                         out_channels=out_channels)
+        self.streams.append(st)
+        return st
 
     def set_prompt(self, text: str) -> None:
         self.worker.set_prompt(text)
@@ -205,24 +158,13 @@ class Engine:
         return {"algorithmic_s": alg, "compute_s": bud, "buffer_s": 0.0, "device_s": dev,
                 "total_s": alg + bud + dev}
 
-    # -- audio callbacks ------------------------------------------------------------------------
+    # -- input (simulated devices and files; live devices feed it from the C callback) ---------
     def feed(self, x: np.ndarray) -> None:
-        self.input.write(x)
-        self.in_snapshot = (self.input.write_pos, time.perf_counter())
+        self.source.feed(x)
 
-    def input_callback(self, indata, frames, time_info, status) -> None:  # noqa: ANN001
-        if status:
-            _count_flags(self.xruns, status)
-        self.feed(indata[:, 0])
-
-    def duplex_callback(self, indata, outdata, frames, time_info, status) -> None:  # noqa: ANN001
-        if status:
-            _count_flags(self.xruns, status)
-        origin = self.input.write_pos
-        self.feed(indata[:, 0])
-        self.playback[0].play(outdata[:, 0], origin)
-        if outdata.shape[1] > 1:
-            outdata[:, 1:] = outdata[:, :1]
+    @property
+    def in_snapshot(self) -> tuple[int, float] | None:
+        return self.source.snapshot
 
     # -- worker thread --------------------------------------------------------------------------
     def begin(self, prompt: str | None = None) -> None:
@@ -243,17 +185,41 @@ class Engine:
     def start(self, prompt: str | None = None) -> None:
         """Begin and run the worker on its own thread."""
         self.begin(prompt)
+        # Everything allocated so far (model, rings, imports) lives for the whole run: moving it
+        # out of the collector's reach keeps full collections short however long the run is.
+        gc.collect()
+        gc.freeze()
+        self._gc_frozen = True
+        gc.callbacks.append(self._gc_hook)
         self._stop.clear()
         self._thread = threading.Thread(target=self.worker.run, name="streamsep-worker",
                                         args=(self._stop,), kwargs={"idle": self._observe_clocks},
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the worker; False when it did not stop within ``timeout`` seconds."""
         self._stop.set()
+        ok = True
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
+            ok = not self._thread.is_alive()
             self._thread = None
+        if self._gc_hook in gc.callbacks:
+            gc.callbacks.remove(self._gc_hook)
+        if self._gc_frozen:
+            gc.unfreeze()
+            self._gc_frozen = False
+        return ok
+
+    def _gc_hook(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_t = time.perf_counter()
+        elif self._gc_t is not None:
+            d = time.perf_counter() - self._gc_t
+            self._gc_t = None
+            self._gc_max = max(self._gc_max, d)
+            self.gc_pause_max_s = max(self.gc_pause_max_s, d)
 
     @property
     def running(self) -> bool:
@@ -267,12 +233,49 @@ class Engine:
         snap_in = self.in_snapshot
         if snap_in is None:
             return
-        now = time.perf_counter()
+        now = now_s()
         in_pos = snap_in[0] + (now - snap_in[1]) * self.sr
         for p in self.playback:
-            if p.corrector is not None and p.snapshot is not None:
-                out_pos = p.snapshot[0] + (now - p.snapshot[1]) * self.sr
+            snap = p.snapshot
+            if p.corrector is not None and snap is not None:
+                out_pos = snap[0] + (now - snap[1]) * self.sr
                 p.corrector.observe(now, in_pos, out_pos)
+
+    # -- compute budget -------------------------------------------------------------------------
+    def _follow_budget(self, compute: float) -> None:
+        """Raise the budget (and so the latency, once, announced) when recent compute needs it.
+
+        The budget is never lowered during a run: latency is a contract, and lowering it would
+        make every later sample play earlier than promised."""
+        s = self.plan.seconds
+        if self.budget and compute > s(self.budget):
+            self.over_budget_windows += 1
+        self._recent.append(compute)
+        if not self.adaptive_budget or len(self._recent) < 10:
+            return
+        p95 = float(np.percentile(self._recent, 95))
+        hop = self.plan.hop
+        if p95 <= BUDGET_RAISE_AT * s(self.budget) or self.budget >= hop:
+            return
+        new = min(hop, int(round(2.0 * p95 * self.sr)))
+        if new <= self.budget:
+            return
+        grow = new - self.budget
+        old_total = self.latency()["total_s"]
+        self.budget = new
+        if self.worker.budget is not None:
+            self.worker.budget = new
+        self.latency_samples += grow
+        for p in self.playback:
+            p.raise_latency(grow)
+        rec = {"t": time.monotonic() - self._t0, "p95_compute_s": p95, "budget_s": s(new),
+               "latency_s": self.latency()["total_s"], "previous_latency_s": old_total}
+        self.latency_raises.append(rec)
+        if self.metrics is not None:
+            self.metrics.warn("budget", f"compute grew (95th percentile {p95:.3f} s of the last "
+                              f"{len(self._recent)} windows): compute budget raised to "
+                              f"{s(new):.2f} s, latency {old_total:.2f} -> "
+                              f"{rec['latency_s']:.2f} s from now on")
 
     # -- metrics --------------------------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
@@ -285,12 +288,17 @@ class Engine:
             "dropped_windows": c.dropped_windows,
             "dropped_s": s(c.dropped_samples),
             "nonfinite_windows": c.nonfinite_windows,
+            "failed_windows": c.failed_windows,
+            "invalid_windows": c.invalid_windows,
+            "over_budget_windows": self.over_budget_windows,
         }
 
     def all_xruns(self) -> dict[str, int]:
-        out = dict(self.xruns)
-        for p in self.playback:
-            for k, v in p.xruns.items():
+        """PortAudio's xrun reports over all streams: ``events`` counts each callback that
+        carried any flag once; the flags are also counted one by one."""
+        out = {"events": 0, **dict.fromkeys(XRUN_FLAGS, 0)}
+        for st in self.streams:
+            for k, v in st.xruns().items():
                 out[k] += v
         return out
 
@@ -301,16 +309,21 @@ class Engine:
         return cs[0].est.ppm(), cs[0].corrected
 
     def _on_window(self, info: dict[str, Any]) -> None:
+        compute = info["compute"]
+        self._n += 1
+        self._sum += compute
+        self._max = max(self._max, compute)
+        self._follow_budget(compute)
         if self.metrics is None:
             return
         s = self.plan.seconds
         hop_s = s(self.plan.hop)
-        compute = info["compute"]
         lat = self.latency()
         lat["compute_s"] = compute
         lat["buffer_s"] = s(self.budget) - compute
         ppm, corrected = self.drift()
         counters = self.counters()
+        gc_max, self._gc_max = self._gc_max, 0.0
         m = {
             "t": time.monotonic() - self._t0,
             "window": info["window"],
@@ -331,6 +344,9 @@ class Engine:
             "drift_ppm": ppm,
             "drift_corrected_samples": corrected,
             "skipped": info["skipped"],
+            "gc_pause_max_ms": 1000.0 * gc_max,
+            "callback_max_ms": 1000.0 * max((st.max_callback_s for st in self.streams),
+                                            default=0.0),
         }
         self.metrics.window(m)
         if info["skipped"]:
@@ -348,17 +364,20 @@ class Engine:
                 "raise --budget")
 
     def summary(self) -> dict[str, Any]:
-        hist = self.worker.compute_history
         hop_s = self.plan.seconds(self.plan.hop)
         ppm, corrected = self.drift()
+        mean = self._sum / self._n if self._n else None
         return {
-            "windows": len(hist),
+            "windows": self._n,
+            "input_samples": self.input.write_pos,
             "counters": self.counters(),
             "xruns": self.all_xruns(),
-            "compute_mean_s": float(np.mean(hist)) if hist else None,
-            "compute_max_s": float(np.max(hist)) if hist else None,
-            "rtf_mean": float(np.mean(hist)) / hop_s if hist else None,
+            "compute_mean_s": mean,
+            "compute_max_s": self._max if self._n else None,
+            "rtf_mean": mean / hop_s if mean is not None else None,
             "drift_ppm": ppm,
             "drift_corrected_samples": corrected,
             "latency": self.latency(),
+            "latency_raises": self.latency_raises,
+            "gc_pause_max_ms": 1000.0 * self.gc_pause_max_s,
         }

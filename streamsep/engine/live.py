@@ -2,19 +2,41 @@
 
 One duplex stream when input and output are the same device (one clock, no drift); otherwise an
 input stream and an output stream, whose clock drift the engine measures and corrects. An optional
-second output stream carries the residual.
+second output stream carries the residual. Every stream runs the engine's C callback.
+
+Stopping (duration, a signal, ``stop``, a dead device or a worker error) always ends the same
+way: the streams are closed (with a time limit, since PortAudio can hang once a sound server is
+gone), the worker separates what is left of the received input for the files (again with a time
+limit, so a stuck separator cannot hold the process), and the summary says why it stopped.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
 from typing import Any
 
+from streamsep import runtime
 from streamsep.audio import devices
 from streamsep.engine.engine import Engine
+from streamsep.separators.base import check_prompt_text
+
+#: Seconds without a device callback after which the device counts as gone.
+DEVICE_TIMEOUT_S = 2.0
+#: Seconds a stop may spend closing streams, and then draining the worker.
+CLOSE_TIMEOUT_S = 2.0
+DRAIN_TIMEOUT_S = 2.5
+SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+class StreamsAbandoned:
+    """Set when PortAudio did not let go of a stream: the process must leave with os._exit,
+    because PortAudio's own exit handler would hang on it too."""
+
+    abandoned = False
 
 
 def _latency_arg(latency: str | float) -> str | float:
@@ -24,17 +46,6 @@ def _latency_arg(latency: str | float) -> str | float:
         return latency
 
 
-def _output_stream(sd: Any, engine: Engine, which: str, idx: int, blocksize: int,
-                   lat: str | float) -> Any:
-    """An output stream on its own clock, playing the engine's ``which`` signal."""
-    sink = engine.add_playback(which, own_clock=True)
-    s = sd.OutputStream(device=idx, samplerate=engine.sr, blocksize=blocksize,
-                        channels=devices.out_channels(idx), dtype="float32",
-                        latency=lat, callback=sink.output_callback)
-    sink.latency_s = devices.stream_latency(float(s.latency))
-    return s
-
-
 def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
                  residual_idx: int | None = None, *, blocksize: int = 0,
                  latency: str | float = "high", duplex: bool = True) -> list[Any]:
@@ -42,91 +53,160 @@ def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
 
     ``duplex=False`` opens separate input and output streams even on one device (tests use it to
     exercise the drift-corrected path)."""
-    sd = devices.sounddevice()
     sr = engine.sr
     lat = _latency_arg(latency)
     streams: list[Any] = []
     try:
         if duplex and out_idx is not None and out_idx == in_idx:
             sink = engine.add_playback("target", own_clock=False)
-            s = sd.Stream(device=(in_idx, out_idx), samplerate=sr, blocksize=blocksize,
-                          channels=(1, devices.out_channels(out_idx)), dtype="float32",
-                          latency=lat, callback=engine.duplex_callback)
+            ch = devices.out_channels(out_idx)
+            st = engine.stream_state(sink, feeds_input=True, out_channels=ch)
+            s = devices.open_stream("duplex", (in_idx, out_idx), sr, st, channels=(1, ch),
+                                    blocksize=blocksize, latency=lat)
             engine.input_latency_s, sink.latency_s = (devices.stream_latency(float(v))
                                                       for v in s.latency)
             streams.append(s)
         else:
-            s = sd.InputStream(device=in_idx, samplerate=sr, blocksize=blocksize, channels=1,
-                               dtype="float32", latency=lat, callback=engine.input_callback)
+            st = engine.stream_state(None, feeds_input=True)
+            s = devices.open_stream("input", in_idx, sr, st, channels=1, blocksize=blocksize,
+                                    latency=lat)
             engine.input_latency_s = devices.stream_latency(float(s.latency))
             streams.append(s)
             if out_idx is not None:
-                streams.append(_output_stream(sd, engine, "target", out_idx, blocksize, lat))
+                streams.append(_output_stream(engine, "target", out_idx, blocksize, lat))
         if residual_idx is not None:
-            streams.append(_output_stream(sd, engine, "residual", residual_idx, blocksize, lat))
-    except sd.PortAudioError as e:
+            streams.append(_output_stream(engine, "residual", residual_idx, blocksize, lat))
+    except devices.DeviceError:
         for s in streams:
             s.close()
-        raise devices.DeviceError(f"cannot open the audio stream: {e}; check the device with "
-                                  "`streamsep devices`, or try another --blocksize/--latency") \
-            from None
+        raise
     return streams
 
 
+def _output_stream(engine: Engine, which: str, idx: int, blocksize: int,
+                   lat: str | float) -> Any:
+    """An output stream on its own clock, playing the engine's ``which`` signal."""
+    sink = engine.add_playback(which, own_clock=True)
+    ch = devices.out_channels(idx)
+    st = engine.stream_state(sink, feeds_input=False, out_channels=ch)
+    s = devices.open_stream("output", idx, engine.sr, st, channels=ch, blocksize=blocksize,
+                            latency=lat)
+    sink.latency_s = devices.stream_latency(float(s.latency))
+    return s
+
+
 def _stdin_prompts(engine: Engine, stop: threading.Event) -> None:
-    """Each non-empty stdin line becomes the prompt from the next window on."""
-    for line in sys.stdin:
+    """Each valid stdin line becomes the prompt from the first window after it is ready."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        return
+    for raw in stream:
         if stop.is_set():
             return
-        text = line.strip()
-        if not text:
-            print("note: empty prompt ignored; type a sound to extract", file=sys.stderr)
+        # Undecodable bytes become lone surrogates, which check_prompt_text names.
+        text = raw.decode("utf-8", errors="surrogateescape").strip("\r\n")
+        why = check_prompt_text(text)
+        if why is not None:
+            print(f"note: {why}", file=sys.stderr)
             continue
+        text = text.strip()
         engine.set_prompt(text)
         print(f"note: prompt -> {text!r} from the next window", file=sys.stderr)
 
 
+def _device_problem(engine: Engine, streams: list[Any], started_at: float) -> str | None:
+    """A reason to stop when a device stopped calling back (server killed, device unplugged)."""
+    now = time.monotonic()
+    for s, st in zip(streams, engine.streams, strict=False):
+        silent = st.silent_for()
+        if silent is None:
+            if now - started_at > max(5.0, 4 * DEVICE_TIMEOUT_S):
+                return "the audio device never started delivering audio"
+            continue
+        lat = getattr(s, "latency", 0.0)
+        lat = max(lat) if isinstance(lat, tuple) else lat
+        limit = max(DEVICE_TIMEOUT_S, 4.0 * devices.stream_latency(float(lat)))
+        if silent > limit:
+            return (f"the audio device stopped delivering audio {silent:.1f} s ago (the sound "
+                    "server quit or the device was removed)")
+    return None
+
+
 def run(engine: Engine, streams: list[Any], *, prompt: str, duration: float | None = None,
         read_stdin: bool = True, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Start the worker and the streams; return the summary when stopped (duration, Ctrl-C,
-    ``stop`` set, or a worker error, which is re-raised)."""
+    """Start the worker and the streams; return the summary when stopped.
+
+    The summary's ``stop`` says why: ``duration``, ``requested`` (``stop`` was set), or
+    ``signal`` with ``exit_code`` (130 SIGINT, 143 SIGTERM, 129 SIGHUP). A worker error is
+    re-raised and a vanished device raises DeviceError, in both cases after the files' data has
+    been flushed through as far as possible."""
     stop = stop or threading.Event()
-    old_term = None
+    caught: list[int] = []
+    old: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM (kill, systemd, CI timeouts) stops as cleanly as Ctrl-C: files are finalized.
-        old_term = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        def on_signal(signum: int, _frame: Any) -> None:
+            caught.append(signum)
+            stop.set()
+
+        for sig in SIGNALS:
+            old[sig] = signal.signal(sig, on_signal)
+    # The audio threads must find a free core: leave one to them while the model computes.
+    blas_before = runtime.limit_blas_threads(max(1, (os.cpu_count() or 2) - 1))
     engine.start(prompt)
     started: list[Any] = []
+    device_error: str | None = None
+    reason = "requested"
     try:
         for s in streams:
             s.start()
             started.append(s)
+        t_start = time.monotonic()
         if read_stdin and sys.stdin is not None and not sys.stdin.closed:
             threading.Thread(target=_stdin_prompts, args=(engine, stop), daemon=True).start()
-        t_end = None if duration is None else time.monotonic() + duration
+        t_end = None if duration is None else t_start + duration
         while not stop.is_set():
             if engine.error is not None:
                 break
             if t_end is not None and time.monotonic() >= t_end:
+                reason = "duration"
+                break
+            device_error = _device_problem(engine, streams, t_start)
+            if device_error is not None:
                 break
             stop.wait(0.05)
-    except KeyboardInterrupt:
-        pass
     finally:
         stop.set()
-        for s in streams:
-            try:
-                if s in started:
-                    s.stop()
-                s.close()
-            except Exception:  # closing must not hide the reason we stopped
-                pass
-        engine.stop()
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        if not devices.close_streams(streams, CLOSE_TIMEOUT_S):
+            StreamsAbandoned.abandoned = True
+        # Separate the received input that is still in the ring, for the files; a second
+        # signal (or a stuck separator) cuts this short.
+        n_caught = len(caught)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        finished = False
+        if engine.error is None:
+            engine.worker.finish(engine.input.write_pos)
+        while time.monotonic() < deadline and len(caught) == n_caught:
+            if engine.worker.done or engine.error is not None or not engine.running:
+                finished = True
+                break
+            time.sleep(0.01)
+        engine.stop(timeout=0.5 if finished else 0.0)
+        runtime.limit_blas_threads(blas_before)
+        for sig, h in old.items():
+            signal.signal(sig, h)
     if engine.error is not None:
         raise engine.error
     summary = engine.summary()
+    summary["flushed"] = finished
+    if caught:
+        reason = "signal"
+        summary["signal"] = signal.Signals(caught[0]).name
+        summary["exit_code"] = SIGNALS[caught[0]]
+    summary["stop"] = reason if device_error is None else "device"
     if engine.metrics is not None:
         engine.metrics.end(summary)
+    if device_error is not None:
+        raise devices.DeviceError(f"{device_error}; the files hold everything up to then. "
+                                  "Restart the sound server or reconnect the device, then run "
+                                  "again")
     return summary

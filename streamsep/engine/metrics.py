@@ -10,7 +10,7 @@ JSON lines schema (``--metrics-json PATH|-``): one object per line.
 ``{"type": "window", ...}`` after every separated window:
     ``t`` (s since start, wall clock), ``window`` (index k), ``prompt`` (in force),
     ``start_s`` / ``end_s`` (input time of the first emitted sample / of the window's end),
-    ``compute_s`` (separator wall time for this window, prompt encoding included),
+    ``compute_s`` (separator wall time for this window; a new prompt is encoded outside it),
     ``audio_s`` (new audio per window = hop), ``rtf`` (compute_s / audio_s; < 1 keeps up),
     ``speed`` (audio_s / compute_s),
     ``latency``: ``algorithmic_s`` (hop + lookahead + crossfade), ``compute_s`` (this window's
@@ -22,15 +22,27 @@ JSON lines schema (``--metrics-json PATH|-``): one object per line.
     ``counters`` (cumulative): ``underrun_s`` (output played before it was ready, filled by the
     overload policy), ``late_s`` (results that arrived after their slot), ``overrun_s`` (input lost
     to a full ring), ``dropped_windows`` / ``dropped_s`` (windows skipped to catch up),
-    ``nonfinite_windows`` (windows whose NaN/Inf samples were zeroed),
-    ``xruns`` (cumulative PortAudio callback flags: ``input_underflow``, ``input_overflow``,
-    ``output_underflow``, ``output_overflow``),
+    ``nonfinite_windows`` (windows with NaN/Inf output, replaced by the overload policy),
+    ``failed_windows`` (the separator raised; the policy played instead), ``invalid_windows``
+    (wrong length, shape or dtype, replaced by the policy), ``over_budget_windows`` (compute
+    exceeded the budget in force),
+    ``xruns`` (cumulative PortAudio reports: ``events`` counts each callback that carried any
+    flag once; ``input_underflow``, ``input_overflow``, ``output_underflow``,
+    ``output_overflow`` count the flags),
     ``drift_ppm`` (input clock minus output clock, null without a separate output clock),
     ``drift_corrected_samples`` (samples repeated (+) or dropped (-) to hold latency),
-    ``skipped`` (windows skipped right before this one).
+    ``skipped`` (windows skipped right before this one),
+    ``gc_pause_max_ms`` (longest Python garbage collection since the previous record),
+    ``callback_max_ms`` (longest device callback so far; the callbacks are C).
 
 ``{"type": "end", ...}`` once: ``windows``, ``counters``, ``xruns``, ``compute_mean_s``,
-    ``compute_max_s``, ``rtf_mean``, ``drift_ppm``.
+    ``compute_max_s``, ``rtf_mean``, ``drift_ppm``, ``latency`` (as planned at the end),
+    ``latency_raises`` (each time the adaptive budget raised the latency: ``t``,
+    ``p95_compute_s``, ``budget_s``, ``latency_s``, ``previous_latency_s``),
+    ``gc_pause_max_ms``.
+
+Only the newest ``KEEP_WINDOWS`` window records stay in memory (``Metrics.windows``); the JSON
+stream has them all.
 """
 
 from __future__ import annotations
@@ -38,13 +50,16 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from typing import IO, Any
+
+KEEP_WINDOWS = 600
 
 
 def _fmt_status(m: dict[str, Any]) -> str:
     lat = m["latency"]
     c = m["counters"]
-    x = sum(m["xruns"].values())
+    x = m["xruns"]["events"]
     speed = m["speed"]
     parts = [
         f"win {m['window']}",
@@ -76,8 +91,8 @@ class Metrics:
         self._last_warn: dict[str, float] = {}
         self._tty = bool(status is not None and getattr(status, "isatty", lambda: False)())
         self._status_shown = False
-        self.windows: list[dict[str, Any]] = []
-        self.keep_windows = True
+        # Bounded: a run of days at 40 ms hops must not grow (the JSON stream keeps everything).
+        self.windows: deque[dict[str, Any]] = deque(maxlen=KEEP_WINDOWS)
 
     def _emit_json(self, obj: dict[str, Any]) -> None:
         if self.json_out is not None:
@@ -89,8 +104,7 @@ class Metrics:
 
     def window(self, m: dict[str, Any]) -> None:
         m = {"type": "window", **m}
-        if self.keep_windows:
-            self.windows.append(m)
+        self.windows.append(m)
         self._emit_json(m)
         now = time.monotonic()
         if self.status is not None and now - self._last_status >= self.interval_s:

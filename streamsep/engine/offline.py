@@ -1,25 +1,36 @@
 """The engine fed from a file: as fast as possible, or paced at real time (``--realtime``).
 
-Fast mode runs every window (nothing can be late), writes each result at its own input position,
-and so is latency-compensated by construction. Real-time mode plays the file through the live
-path — worker thread, playback ring, overload policy — on a simulated duplex device, and records
-what a listener would hear, shifted back by the engine's latency. Both write exactly the input's
-length at the input's sample rate.
+The files always hold the separation of every window, written at its own input position, so
+they are latency-compensated by construction and the same in both modes: the worker never skips
+a window for them. Real-time mode also plays the file through the live path — worker thread,
+playback ring, overload policy — on a simulated duplex device (or a real one with ``--play``);
+only what is played gets the overload policy when the separator is late. Outputs have exactly
+the input's length at its sample rate; an input that ends before its header says gives outputs
+that end where it does (``read_blocks`` warns).
+
+SIGINT, SIGTERM and SIGHUP (when not ignored) stop the run between windows: the files are
+finalized with everything separated so far and the summary says which signal came.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from streamsep.audio.files import (
+    AudioFileError,
     AudioInfo,
+    ReadStats,
     ResamplingWriter,
     SafeWriter,
     check_finite,
+    check_space,
     check_writable,
     probe,
     read_blocks,
@@ -29,10 +40,12 @@ from streamsep.engine.metrics import Metrics
 from streamsep.engine.plan import WindowPlan
 
 SIM_BLOCK = 512  # simulated device block (samples) in real-time mode
+#: exit codes by signal, as a shell reports a process killed by it
+SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
-def _exact_blocks(blocks: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
-    """Re-chunk to blocks of exactly n samples; the last is zero-padded; then zeros forever."""
+def _rechunk(blocks: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """Re-chunk to blocks of exactly n samples; the last one may be shorter."""
     buf = np.zeros(0, np.float32)
     for b in blocks:
         buf = np.concatenate([buf, b])
@@ -40,24 +53,62 @@ def _exact_blocks(blocks: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
             yield buf[:n]
             buf = buf[n:]
     if len(buf):
-        yield np.concatenate([buf, np.zeros(n - len(buf), np.float32)])
-    while True:
-        yield np.zeros(n, np.float32)
+        yield buf
 
 
-def run_fast(engine: Engine, blocks: Iterable[np.ndarray], prompt: str | None) -> int:
-    """Feed all blocks, run every window, flush the end. Returns the input length (samples)."""
+def run_fast(engine: Engine, blocks: Iterable[np.ndarray], prompt: str | None, *,
+             stop: threading.Event | None = None,
+             on_end: Callable[[int], None] | None = None) -> int:
+    """Feed all blocks, run every window, flush the end. Returns the input length (samples).
+
+    ``stop``, once set, ends the run at the next window, leaving the end unflushed (and then
+    the length returned is what was fed); ``on_end`` gets the length when the input ends."""
     engine.begin(prompt)
     total = 0
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     for b in blocks:
+        if stopped():
+            return total
         engine.feed(b)
         total += len(b)
-        while engine.worker.step():
+        while not stopped() and engine.worker.step():
             pass
+    if stopped():
+        return total
+    if on_end is not None:
+        on_end(total)
     engine.worker.finish(total)
-    while engine.worker.step():
+    while not stopped() and engine.worker.step():
         pass
     return total
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """While inside, SIGINT/SIGTERM/SIGHUP set ``stop`` (and are listed in the yielded list)
+    instead of interrupting or killing the process, so that the files can be finalized.
+
+    Only on the main thread (signals go nowhere else), and a signal the process ignores
+    (SIGHUP under nohup, SIGINT in a background job) stays ignored. A second signal changes
+    nothing: the run already stops at the next window."""
+    caught: list[int] = []
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        def on_signal(signum: int, _frame: Any) -> None:
+            caught.append(signum)
+            stop.set()
+
+        for sig in SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, on_signal)
+    try:
+        yield caught
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def run_file(
@@ -76,92 +127,161 @@ def run_file(
     model_name: str = "",
     info: AudioInfo | None = None,
     player: Any = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Separate ``in_path`` into ``out_path`` (target) and optionally ``residual_path``.
 
-    ``player`` (an ``audio.player.DevicePlayer``, real-time mode only) also plays the target as
-    a listener would hear it, and its device clock paces the run."""
+    ``player`` (an ``engine.sinks.DevicePlayer``, real-time mode only) also plays the target as
+    a listener would hear it, and its device clock paces the run. ``stop`` (or a signal, see
+    ``stop_on_signals``) ends the run early with the files finalized.
+
+    The summary adds ``input_frames`` (decoded, at the input's rate), ``declared_frames``,
+    ``written`` (frames per output path) and, after a signal, ``signal`` and ``exit_code``."""
     info = info or probe(in_path)
     check_finite(in_path, info)
-    for p in (out_path, residual_path):
-        if p is not None:
-            check_writable(p)
+    outputs = [(w, p) for w, p in (("target", out_path), ("residual", residual_path))
+               if p is not None]
+    for _, p in outputs:
+        check_writable(p)
+    declared = info.declared_frames or info.frames
+    check_space([(p, declared) for _, p in outputs])
+    stop = stop if stop is not None else threading.Event()
+    with stop_on_signals(stop) as caught:
+        summary = _run(separator, plan, in_path, outputs, info, declared, prompt=prompt,
+                       seed=seed, realtime=realtime, budget=budget, overload=overload,
+                       metrics=metrics, model_name=model_name, player=player, stop=stop)
+    if caught:
+        summary["signal"] = signal.Signals(caught[0]).name
+        summary["exit_code"] = SIGNALS[caught[0]]
+    if metrics is not None:
+        metrics.end(summary)
+    return summary
+
+
+def _run(separator: Any, plan: WindowPlan, in_path: str, outputs: list[tuple[str, str]],
+         info: AudioInfo, declared: int, *, prompt: str, seed: int, realtime: bool, budget: int,
+         overload: str, metrics: Metrics | None, model_name: str, player: Any,
+         stop: threading.Event) -> dict[str, Any]:
     sr = separator.sample_rate
     writers: list[tuple[str, ResamplingWriter]] = []
-    complete = False
-    try:
-        for which, path in (("target", out_path), ("residual", residual_path)):
-            if path is not None:
-                writers.append((which, ResamplingWriter(SafeWriter(path, info.sample_rate), sr,
-                                                        info.frames)))
-        blocks = read_blocks(in_path, sr, info=info)
-        if not realtime:
-            engine = Engine(separator, plan, seed=seed, budget=0, overload=overload,
-                            metrics=metrics, skip_ahead=False, model_name=model_name)
-            for which, w in writers:
-                engine.add_sink(FileSink(w, which))
-            run_fast(engine, blocks, prompt)
-        else:
-            engine = Engine(separator, plan, seed=seed, budget=budget, overload=overload,
-                            metrics=metrics, skip_ahead=True, model_name=model_name)
-            _run_paced(engine, blocks, writers, info, prompt, player)
-        complete = True
-        summary = engine.summary()
-        if metrics is not None:
-            metrics.end(summary)
-        return summary
-    finally:
+    sinks: list[FileSink] = []
+    stats = ReadStats.for_file(info)
+
+    def on_end(total: int) -> None:
+        # The input's real length is known only now (it may end before its header says).
+        for s in sinks:
+            s.end = total
         for _, w in writers:
-            w.close(complete=complete)
+            w.frames = stats.decoded
+
+    failed = False
+    try:
+        for which, path in outputs:
+            w = ResamplingWriter(SafeWriter(path, info.sample_rate, frames=declared), sr, None)
+            writers.append((which, w))
+            sinks.append(FileSink(w, which))
+        blocks = read_blocks(in_path, sr, info=info, stats=stats)
+        # Every window is separated for the files (no skip_ahead); in real-time mode only what
+        # is played gets the overload policy, filled in by the playback ring.
+        engine = Engine(separator, plan, seed=seed, budget=budget if realtime else 0,
+                        overload=overload, metrics=metrics, skip_ahead=False,
+                        model_name=model_name)
+        for s in sinks:
+            engine.add_sink(s)
+        if realtime:
+            _run_paced(engine, blocks, prompt, player, stop, on_end)
+        else:
+            run_fast(engine, blocks, prompt, stop=stop, on_end=on_end)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        first: AudioFileError | None = None
+        for _, w in writers:
+            try:
+                w.close(complete=not failed and not stop.is_set())
+            except AudioFileError as e:  # a full disk found by the last flush
+                first = first or e
+        if first is not None and not failed:
+            raise first
+    summary = engine.summary()
+    summary["input_frames"] = stats.decoded
+    summary["declared_frames"] = declared
+    summary["written"] = {w.writer.path: w.writer.kept for _, w in writers}
+    return summary
 
 
-def _expected_len(info: AudioInfo, sr: int) -> int:
-    # soxr's streaming output has exactly round(frames * sr / rate) samples
-    return int(round(info.frames * sr / info.sample_rate))
-
-
-def _run_paced(engine: Engine, blocks: Iterable[np.ndarray],
-               writers: list[tuple[str, ResamplingWriter]], info: AudioInfo,
-               prompt: str, player: Any = None) -> int:
-    sr = engine.sr
-    n48 = _expected_len(info, sr)
-    sinks = [(engine.add_playback(which), w) for which, w in writers]
-    if not any(which == "target" for which, _ in writers):
-        sinks.insert(0, (engine.add_playback("target"), None))
+def _run_paced(engine: Engine, blocks: Iterable[np.ndarray], prompt: str, player: Any,
+               stop: threading.Event, on_end: Callable[[int], None]) -> int:
+    """Feed the input at the pace of a (simulated or real) device; returns the input length."""
+    sr, plan = engine.sr, engine.plan
+    play = engine.add_playback("target")
     out = np.zeros(SIM_BLOCK, np.float32)
-    src = _exact_blocks(blocks, SIM_BLOCK)
+    zeros = np.zeros(SIM_BLOCK, np.float32)
+    src = _rechunk(blocks, SIM_BLOCK)
     d = engine.latency_samples
+    # The worker may fall behind (it skips nothing), but the input ring must still hold the
+    # oldest window it has not read: past this lag the simulated device waits for it.
+    max_lag = d + 2 * plan.hop + sr
+    cap = getattr(engine.input, "capacity", None)
+    if cap:
+        max_lag = max(plan.hop, min(max_lag, cap - plan.window - 2 * plan.hop))
+    fed = 0
+    total: int | None = None
     engine.start(prompt)
     finished = False
     try:
         t0 = time.perf_counter()
         k = 0
-        while True:
-            origin = engine.input.write_pos
-            engine.feed(next(src))
-            lo, hi = origin - d, origin - d + SIM_BLOCK  # output positions of this block
-            a, b = max(lo, 0), min(hi, n48)
-            for sink, w in sinks:
-                sink.play(out, origin)
-                if w is not None and b > a:
-                    w.write(out[a - lo : b - lo])
-                if player is not None and sink.which == "target" and b > a:
-                    player.push(out[a - lo : b - lo])  # waits for the device: it sets the pace
-            if hi >= n48:
-                break
+        while not stop.is_set():
             if engine.error is not None:
                 raise engine.error
+            if fed - engine.worker.next_end > max_lag:
+                waited = time.perf_counter()
+                while (fed - engine.worker.next_end > max_lag and not stop.is_set()
+                       and engine.error is None):
+                    time.sleep(0.002)
+                t0 += time.perf_counter() - waited  # the pacing clock waited too
+                continue
+            x = zeros
+            if total is None:
+                x = next(src, None)
+                if x is None or len(x) < SIM_BLOCK:
+                    total = fed + (0 if x is None else len(x))
+                    on_end(total)
+                    x = zeros if x is None else np.concatenate([x, zeros[len(x):]])
+            origin = fed
+            engine.feed(x)
+            fed += SIM_BLOCK
+            play.play(out, origin)
+            lo, hi = origin - d, origin - d + SIM_BLOCK  # output positions of this block
+            a, b = max(lo, 0), hi if total is None else min(hi, total)
+            if player is not None and b > a:
+                player.push(out[a - lo : b - lo])  # waits for the device: it sets the pace
+            if total is not None and hi >= total:
+                finished = True
+                break
             k += 1
             delay = t0 + k * SIM_BLOCK / sr - time.perf_counter()
             # Until the device runs, the wall clock paces (prefill must not outrun the worker).
             if (player is None or not player.started) and delay > 0:
                 time.sleep(delay)
-        finished = True
+        engine.stop()
+        if engine.error is not None:
+            raise engine.error
+        if player is not None:
+            p, player = player, None
+            p.close(drain=finished)
+        if finished:
+            # Playback is over; the windows the worker had not reached yet still go to the files.
+            engine.worker.finish(total)
+            while not stop.is_set() and engine.worker.step():
+                pass
     finally:
         engine.stop()
         if player is not None:
-            player.close(drain=finished)
-    return n48
+            player.close(drain=False)
+    return fed if total is None else total
 
 
 def bench(separator: Any, plan: WindowPlan, audio: np.ndarray, *, prompt: str, seed: int = 0,

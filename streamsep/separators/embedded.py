@@ -71,8 +71,13 @@ class EmbeddedSeparator:
                     from None
         return self._encoder.encode([key])[0]
 
-    def set_prompt(self, text: str) -> None:
-        emb = self.embed(text)
+    def prepare_prompt(self, text: str) -> tuple[str, np.ndarray]:
+        """The slow half of a prompt change (MiniLM for an uncached wording), run by the engine
+        while it idles between windows."""
+        return text, self.embed(text)
+
+    def apply_prompt(self, prepared: tuple[str, np.ndarray]) -> None:
+        text, emb = prepared
         self._text = mx.array(emb[None])
         self.prompt = text
         self.prompt_note = None
@@ -81,6 +86,9 @@ class EmbeddedSeparator:
             self.prompt_note = (
                 f"the embedded model knows {', '.join(CLASSES)}; {text.strip()!r} is closest to "
                 f"{wording!r} (similarity {sim:.2f}), so it will act as a {cls} prompt")
+
+    def set_prompt(self, text: str) -> None:
+        self.apply_prompt(self.prepare_prompt(text))
 
     def closest_trained(self, emb: np.ndarray) -> tuple[str, str, float]:
         """(class, wording, cosine similarity) of the trained wording nearest to an embedding."""

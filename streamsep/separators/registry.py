@@ -3,7 +3,8 @@
 Accepted values: ``embedded`` (the default: the small model shipped in model/), ``passthrough``,
 ``silence``, ``bandpass`` or ``bandpass:LOW-HIGH`` (Hz), ``embedded:DIR`` (an embedded-model
 directory), a local directory with SAM-Audio weights or an embedded model (told apart by its
-config.json), or a Hugging Face repo id (owner/name).
+config.json), a Hugging Face repo id (owner/name), or a user's own separator:
+``FILE.py:NAME`` or ``package.module:NAME`` (see ``streamsep.separators.plugin``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 from typing import Any
 
+from streamsep.separators.base import ModelError
 from streamsep.separators.simple import SIMPLE, Bandpass
 
 DEFAULT_MODEL = "embedded"
@@ -22,10 +24,6 @@ DEFAULT_MODEL = "embedded"
 SAM_DEFAULT_STEPS = 4
 SAM_DEFAULT_METHOD = "euler"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelError(ValueError):
-    """The model cannot be loaded; the message says why and what to do instead."""
 
 
 def _adapter(module: str, what: str) -> Any:
@@ -77,6 +75,11 @@ def load_separator(spec: str | None = None, *, steps: int | None = None,
         path = spec.partition(":")[2] or None
         mod = _adapter("streamsep.separators.embedded", "the embedded model")
         return _call_load(mod, path, "the embedded model", **kw)
+    from streamsep.separators import plugin
+
+    if plugin.is_plugin_spec(spec):
+        # A user's separator takes no --steps/--method: it sets its own (like passthrough).
+        return plugin.load_plugin(spec)
     sam_kw = {"steps": steps or SAM_DEFAULT_STEPS, "method": method or SAM_DEFAULT_METHOD}
     if os.path.isdir(spec) and _is_embedded_dir(spec):
         return load_separator(f"embedded:{spec}", steps=steps, method=method)
@@ -92,4 +95,5 @@ def load_separator(spec: str | None = None, *, steps: int | None = None,
         return _call_load(mod, spec, f"SAM-Audio from the hub repo {spec}", **sam_kw)
     raise ModelError(
         f"unknown model {spec!r}: use embedded, passthrough, silence, bandpass[:LOW-HIGH], "
-        "a local model directory, or a Hugging Face repo id (owner/name)")
+        "a local model directory, a Hugging Face repo id (owner/name), or your own separator "
+        "as FILE.py:NAME or package.module:NAME")

@@ -1,0 +1,113 @@
+"""The C device callback (rt_callback in streamsep/engine/rt.c), called directly as PortAudio
+would: interleaved buffers, status flags, first-call alignment and the overload fill."""
+
+import numpy as np
+import pytest
+
+from streamsep.engine._rt import ffi, lib
+from streamsep.engine.engine import Engine
+from streamsep.engine.plan import WindowPlan
+from streamsep.engine.sinks import PlayedOutput, StreamState
+from streamsep.separators.simple import Passthrough
+
+SR, HOP = 48000, 1920
+PA_INPUT_OVERFLOW, PA_OUTPUT_UNDERFLOW = 0x2, 0x4
+
+
+def _call(st, indata, outdata, flags=0):
+    frames = len(outdata) if outdata is not None else len(indata)
+    i = ffi.NULL if indata is None else ffi.from_buffer("float[]", indata)
+    o = ffi.NULL if outdata is None else ffi.from_buffer("float[]", outdata)
+    return lib.rt_callback(i, o, frames, ffi.NULL, flags, st.c)
+
+
+def _engine(overload="dry"):
+    plan = WindowPlan(SR, HOP, 25, 5, 2, 1)
+    return Engine(Passthrough(), plan, budget=int(0.1 * SR), overload=overload)
+
+
+def test_duplex_callback_plays_the_input_at_the_latency_when_the_worker_is_silent():
+    eng = _engine("dry")
+    sink = eng.add_playback("target")
+    st = eng.stream_state(sink, feeds_input=True, out_channels=2)
+    x = np.random.default_rng(0).standard_normal(256 * 190).astype(np.float32)
+    played = []
+    for k in range(0, len(x), 256):
+        out = np.full((256, 2), 7.0, np.float32)
+        assert _call(st, x[k : k + 256].copy(), out) == 0  # paContinue
+        played.append(out.copy())
+    out = np.concatenate(played)
+    lat = eng.latency_samples
+    # Nothing was separated: "dry" plays the input itself, exactly `latency` later, on both
+    # channels; before the first input position there is silence, and it is not an underrun.
+    np.testing.assert_array_equal(out[lat:, 0], x[: len(x) - lat])
+    np.testing.assert_array_equal(out[:, 1], out[:, 0])
+    np.testing.assert_array_equal(out[:lat], 0)
+    assert sink.underrun == len(x) - lat
+    assert eng.input.write_pos == len(x)
+    assert st.blocks == len(x) // 256 and st.xruns()["events"] == 0
+
+
+def test_silence_policy_leaves_missing_output_silent():
+    eng = _engine("silence")
+    sink = eng.add_playback("target")
+    st = eng.stream_state(sink, feeds_input=True)
+    x = np.ones(4096, np.float32)
+    out = np.full(4096, 3.0, np.float32)
+    _call(st, x, out)
+    np.testing.assert_array_equal(out, 0)
+
+
+def test_each_callback_with_flags_counts_one_xrun_event():
+    eng = _engine()
+    st = eng.stream_state(None, feeds_input=True)
+    blk = np.zeros(256, np.float32)
+    _call(st, blk, None, PA_INPUT_OVERFLOW | PA_OUTPUT_UNDERFLOW)
+    _call(st, blk, None, 0)
+    _call(st, blk, None, PA_OUTPUT_UNDERFLOW)
+    x = st.xruns()
+    assert x == {"events": 2, "input_underflow": 0, "input_overflow": 1,
+                 "output_underflow": 2, "output_overflow": 0}
+    assert eng.all_xruns()["events"] == 2
+
+
+def test_worker_results_play_and_late_ones_are_counted():
+    eng = _engine("silence")
+    sink = eng.add_playback("target")
+    st = eng.stream_state(sink, feeds_input=True)
+    lat = eng.latency_samples
+    out = np.zeros(lat + 1000, np.float32)
+    _call(st, np.zeros(len(out), np.float32), out)  # ring starts at -lat, reads up to 1000
+    sink.write(0, np.full(500, 0.5, np.float32), np.zeros(500, np.float32))  # too late
+    sink.write(1000, np.full(500, 0.25, np.float32), np.zeros(500, np.float32))  # in time
+    out = np.zeros(1000, np.float32)
+    _call(st, np.zeros(1000, np.float32), out)
+    np.testing.assert_array_equal(out[:500], 0.25)
+    assert sink.ring.late_samples == 500
+
+
+def test_own_clock_output_starts_at_the_input_position_now():
+    eng = _engine()
+    st_in = eng.stream_state(None, feeds_input=True)
+    sink = eng.add_playback("target", own_clock=True)
+    st_out = eng.stream_state(sink, feeds_input=False)
+    _call(st_in, np.zeros(SR // 2, np.float32), None)
+    _call(st_out, None, np.zeros(256, np.float32))
+    start = sink.ring.read_pos - 256
+    # the input had delivered SR/2 samples an instant ago
+    assert start == pytest.approx(SR // 2 - eng.latency_samples, abs=SR // 100)
+    assert st_out.silent_for() is not None and st_out.silent_for() < 1.0
+
+
+def test_player_output_without_input_counts_underruns_only_before_its_end():
+    out = PlayedOutput(SR)
+    out.ring.start(0)
+    st = StreamState(SR, source=None, feeds_input=False, sink=out)
+    out.ring.write_at(0, np.ones(300, np.float32))
+    buf = np.zeros(512, np.float32)
+    _call(st, None, buf)
+    np.testing.assert_array_equal(buf[:300], 1)
+    assert out.underrun == 212
+    out.set_end(300)
+    _call(st, None, buf)
+    assert out.underrun == 212  # past the end: the drain, not an underrun
