@@ -59,7 +59,8 @@ def _knobs(f: Callable) -> Callable:
                      help="Seed of the position-indexed noise."),
         click.option("--budget", default="auto", show_default=True,
                      help="Compute allowance per window in seconds, added to the latency; "
-                          "auto = 2x the measured compute, 0.1 s to one hop."),
+                          "auto = 2x the warm-up compute (0.1 s to one hop), raised during a "
+                          "live run when recent compute needs more (announced)."),
         click.option("--on-overload", "overload", type=click.Choice(["dry", "silence"]),
                      default="dry", show_default=True,
                      help="What plays where separation is late or skipped: the dry input "
@@ -264,7 +265,8 @@ def run(prompt: str, input_device: str | None, output_device: str | None,
     writers: list[Any] = []
     try:
         engine = Engine(sep, plan, seed=k["seed"], budget=budget, overload=k["overload"],
-                        metrics=Metrics(mfile), model_name=k["model"])
+                        metrics=Metrics(mfile), model_name=k["model"],
+                        adaptive_budget=_budget_seconds(k["budget"]) is None)
         for which, path in (("target", record_target),
                             ("residual", residual_out if res_idx is None else None)):
             if path:

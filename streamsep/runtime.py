@@ -56,6 +56,30 @@ def limit_blas_threads(n: int | None) -> int | None:
     return prev
 
 
+def lock_memory() -> bool:
+    """Keep every page of the process resident (mlockall, current and future), best effort.
+
+    A page fault in the audio thread waits for the kernel's memory-map lock, which other threads
+    hold while they map or unmap memory (numpy and MLX do, every window): a missed deadline. With
+    the pages locked there is nothing to fault. Returns whether it worked (it needs
+    CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK; elsewhere it is a no-op)."""
+    if not sys.platform.startswith("linux") or os.environ.get("STREAMSEP_NO_MLOCK") == "1":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.mlockall(1 | 2) == 0  # MCL_CURRENT | MCL_FUTURE
+    except (OSError, AttributeError):
+        return False
+
+
+def unlock_memory() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).munlockall()
+        except (OSError, AttributeError):
+            pass
+
+
 def _openblas() -> ctypes.CDLL | None:
     path = _state["blas"]
     if path is None:

@@ -67,7 +67,8 @@ def test_each_callback_with_flags_counts_one_xrun_event():
     _call(st, blk, None, PA_OUTPUT_UNDERFLOW)
     x = st.xruns()
     assert x == {"events": 2, "input_underflow": 0, "input_overflow": 1,
-                 "output_underflow": 2, "output_overflow": 0}
+                 "output_underflow": 2, "output_overflow": 0, "missed_cycles": 0,
+                 "missed_frames": 0}
     assert eng.all_xruns()["events"] == 2
 
 
@@ -111,3 +112,49 @@ def test_player_output_without_input_counts_underruns_only_before_its_end():
     out.set_end(300)
     _call(st, None, buf)
     assert out.underrun == 212  # past the end: the drain, not an underrun
+
+
+def _timed_call(st, indata, outdata, t):
+    ti = ffi.new("double[3]", [t, t, t])  # PaStreamCallbackTimeInfo: adc, current, dac
+    frames = len(outdata)
+    return lib.rt_callback(ffi.from_buffer("float[]", indata),
+                           ffi.from_buffer("float[]", outdata), frames, ti, 0, st.c)
+
+
+def test_a_cycle_the_server_ran_without_us_is_filled_and_alignment_holds():
+    """JACK skips a client's cycle at an xrun; the stream time of the callbacks after it says how
+    many frames went by (a lasting step over 8 callbacks, unlike a callback that merely ran late).
+    They are filled in, so positions stay on the device's clock: apart from the few blocks around
+    the gap, the output is still the input delayed by exactly the latency (no lasting shift)."""
+    eng = _engine("dry")
+    sink = eng.add_playback("target")
+    st = eng.stream_state(sink, feeds_input=True, fill_gaps=True)
+    lat = eng.latency_samples
+    x = np.random.default_rng(2).standard_normal(256 * 400).astype(np.float32)
+    played = np.full(len(x), np.nan, np.float32)
+    jitter = np.random.default_rng(3).uniform(0, 200, 400)  # late wake-ups: not gaps
+    for k in range(400):
+        if k == 200:
+            continue  # the server ran this cycle without us: its input is lost
+        out = np.zeros(256, np.float32)
+        _timed_call(st, x[256 * k : 256 * (k + 1)].copy(), out, 1.0 + (256 * k + jitter[k]) / SR)
+        played[256 * k : 256 * (k + 1)] = out
+    assert st.xruns()["missed_cycles"] == 1 and st.xruns()["missed_frames"] == 256
+    assert eng.input.write_pos == len(x)  # the input ring kept the device's timeline
+    ok = np.ones(len(x), bool)
+    ok[:lat] = False
+    for lo in (256 * 200, 256 * 200 + lat):  # the gap, until it was detected, in and out
+        ok[lo : lo + 256 * 10] = False
+    ref = np.concatenate([np.zeros(lat, np.float32), x[: len(x) - lat]])
+    np.testing.assert_array_equal(played[ok], ref[ok])
+
+
+def test_late_callbacks_alone_are_not_taken_for_missed_cycles():
+    eng = _engine()
+    st = eng.stream_state(None, feeds_input=True, fill_gaps=True)
+    jitter = np.random.default_rng(4).uniform(0, 250, 2000)
+    for k in range(2000):
+        ti = ffi.new("double[3]", [0.0, 1.0 + (256 * k + jitter[k]) / SR, 0.0])
+        lib.rt_callback(ffi.from_buffer("float[]", np.zeros(256, np.float32)), ffi.NULL, 256,
+                        ti, 0, st.c)
+    assert st.xruns()["missed_cycles"] == 0 and eng.input.write_pos == 256 * 2000

@@ -13,7 +13,7 @@ jack_ci_start() {
   export JACK_DEFAULT_SERVER="streamsep_ci_$$"  # private server: PortAudio, jack_lsp and
                                                 # jack_connect in this job all use it
   local rt=(); [ "$(id -u)" -eq 0 ] || rt=(--no-realtime)  # non-root cannot get SCHED_FIFO
-  JACKD_LOG="${TMPDIR:-/tmp}/jackd_${JACK_DEFAULT_SERVER}.log"
+  export JACKD_LOG="${TMPDIR:-/tmp}/jackd_${JACK_DEFAULT_SERVER}.log"
   jackd "${rt[@]}" -n "$JACK_DEFAULT_SERVER" -d dummy -r 48000 -p 256 \
         >"$JACKD_LOG" 2>&1 </dev/null &
   JACKD_PID=$!

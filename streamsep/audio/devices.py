@@ -97,6 +97,12 @@ def resolve(spec: str | int | None, kind: str, option: str | None = None) -> int
     return int(d["index"])
 
 
+def host_api(idx: int) -> str:
+    """The name of the host API a device belongs to (e.g. "JACK Audio Connection Kit")."""
+    sd = sounddevice()
+    return str(sd.query_hostapis(sd.query_devices(idx)["hostapi"])["name"])
+
+
 def name(idx: int) -> str:
     sd = sounddevice()
     return _describe(sd, idx, sd.query_devices(idx))

@@ -136,10 +136,10 @@ class Engine:
         return sink
 
     def stream_state(self, sink: PlaybackSink | None, *, feeds_input: bool,
-                     out_channels: int = 1) -> StreamState:
+                     out_channels: int = 1, fill_gaps: bool = False) -> StreamState:
         """The userdata for one device stream that runs the C callback over this engine."""
         st = StreamState(self.sr, source=self.source, feeds_input=feeds_input, sink=sink,
-                         out_channels=out_channels)
+                         out_channels=out_channels, fill_gaps=fill_gaps)
         self.streams.append(st)
         return st
 
@@ -295,8 +295,10 @@ class Engine:
 
     def all_xruns(self) -> dict[str, int]:
         """PortAudio's xrun reports over all streams: ``events`` counts each callback that
-        carried any flag once; the flags are also counted one by one."""
-        out = {"events": 0, **dict.fromkeys(XRUN_FLAGS, 0)}
+        carried any flag once; the flags are also counted one by one. ``missed_cycles`` and
+        ``missed_frames``: server cycles that never reached a stream (JACK), filled in."""
+        out = {"events": 0, **dict.fromkeys(XRUN_FLAGS, 0), "missed_cycles": 0,
+               "missed_frames": 0}
         for st in self.streams:
             for k, v in st.xruns().items():
                 out[k] += v

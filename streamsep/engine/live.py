@@ -56,18 +56,23 @@ def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
     sr = engine.sr
     lat = _latency_arg(latency)
     streams: list[Any] = []
+    # A JACK cycle that never reached a duplex stream drops its input and output block alike,
+    # which keeps them aligned by itself; only split streams (two position counters) need the
+    # missed frames filled in.
+    split = not (duplex and out_idx is not None and out_idx == in_idx)
+    gaps = {"fill_gaps": split and devices.host_api(in_idx) == "JACK Audio Connection Kit"}
     try:
         if duplex and out_idx is not None and out_idx == in_idx:
             sink = engine.add_playback("target", own_clock=False)
             ch = devices.out_channels(out_idx)
-            st = engine.stream_state(sink, feeds_input=True, out_channels=ch)
+            st = engine.stream_state(sink, feeds_input=True, out_channels=ch, **gaps)
             s = devices.open_stream("duplex", (in_idx, out_idx), sr, st, channels=(1, ch),
                                     blocksize=blocksize, latency=lat)
             engine.input_latency_s, sink.latency_s = (devices.stream_latency(float(v))
                                                       for v in s.latency)
             streams.append(s)
         else:
-            st = engine.stream_state(None, feeds_input=True)
+            st = engine.stream_state(None, feeds_input=True, **gaps)
             s = devices.open_stream("input", in_idx, sr, st, channels=1, blocksize=blocksize,
                                     latency=lat)
             engine.input_latency_s = devices.stream_latency(float(s.latency))
@@ -88,7 +93,8 @@ def _output_stream(engine: Engine, which: str, idx: int, blocksize: int,
     """An output stream on its own clock, playing the engine's ``which`` signal."""
     sink = engine.add_playback(which, own_clock=True)
     ch = devices.out_channels(idx)
-    st = engine.stream_state(sink, feeds_input=False, out_channels=ch)
+    st = engine.stream_state(sink, feeds_input=False, out_channels=ch,
+                             fill_gaps=devices.host_api(idx) == "JACK Audio Connection Kit")
     s = devices.open_stream("output", idx, engine.sr, st, channels=ch, blocksize=blocksize,
                             latency=lat)
     sink.latency_s = devices.stream_latency(float(s.latency))
@@ -152,6 +158,7 @@ def run(engine: Engine, streams: list[Any], *, prompt: str, duration: float | No
             old[sig] = signal.signal(sig, on_signal)
     # The audio threads must find a free core: leave one to them while the model computes.
     blas_before = runtime.limit_blas_threads(max(1, (os.cpu_count() or 2) - 1))
+    locked = runtime.lock_memory()
     engine.start(prompt)
     started: list[Any] = []
     device_error: str | None = None
@@ -192,6 +199,8 @@ def run(engine: Engine, streams: list[Any], *, prompt: str, duration: float | No
             time.sleep(0.01)
         engine.stop(timeout=0.5 if finished else 0.0)
         runtime.limit_blas_threads(blas_before)
+        if locked:
+            runtime.unlock_memory()
         for sig, h in old.items():
             signal.signal(sig, h)
     if engine.error is not None:

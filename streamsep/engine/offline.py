@@ -220,12 +220,11 @@ def _run_paced(engine: Engine, blocks: Iterable[np.ndarray], prompt: str, player
     zeros = np.zeros(SIM_BLOCK, np.float32)
     src = _rechunk(blocks, SIM_BLOCK)
     d = engine.latency_samples
-    # The worker may fall behind (it skips nothing), but the input ring must still hold the
-    # oldest window it has not read: past this lag the simulated device waits for it.
-    max_lag = d + 2 * plan.hop + sr
-    cap = getattr(engine.input, "capacity", None)
-    if cap:
-        max_lag = max(plan.hop, min(max_lag, cap - plan.window - 2 * plan.hop))
+    # The worker may fall behind (it skips nothing): the input keeps flowing at the device's
+    # pace, as live, and playback gets the overload policy, for as long as the input ring still
+    # holds the oldest window the worker has not read (about two minutes); past that the
+    # simulated device waits for it, so that the files never lose audio.
+    max_lag = max(plan.hop, engine.input.capacity - plan.window - 2 * plan.hop)
     fed = 0
     total: int | None = None
     engine.start(prompt)

@@ -23,7 +23,11 @@ class _Ring:
     def __init__(self, capacity: int):
         if capacity <= 0:
             raise ValueError("ring capacity must be positive")
-        self.buf = np.zeros(int(capacity), np.float32)
+        # Touch every page now: np.zeros maps pages lazily (2 MiB at a time with transparent huge
+        # pages), and the first write to each would be a page fault inside the device callback,
+        # i.e. a missed deadline every 2**19 samples.
+        self.buf = np.empty(int(capacity), np.float32)
+        self.buf.fill(0.0)
         self.capacity = int(capacity)
         self.c = ffi.new("rt_ring *")
         self._buf_ptr = ffi.from_buffer("float[]", self.buf)  # keeps the memory pinned

@@ -215,10 +215,58 @@ void rt_out_play(rt_out *o, float *out, int64_t n, int64_t stride, int64_t origi
 
 /* -- the PortAudio callback ----------------------------------------------------------------- */
 
+typedef struct { double input_adc, current, output_dac; } pa_time_info; /* PaStreamCallbackTimeInfo */
+
+static const float ZEROS[1024];
+
+/* Frames the device clock advanced beyond what the callbacks delivered: cycles the server ran
+ * without us (an xrun). Without filling them in, every later position would be one period off
+ * the device's timeline and the output misaligned for a whole latency. PortAudio's JACK stream
+ * time is interpolated (jack_frame_time), so a callback that merely ran late also looks ahead;
+ * a missed cycle is a lasting step, so the smallest deviation of the last 8 callbacks decides. */
+#define DEVS 8
+static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n)
+{
+    const pa_time_info *ti = (const pa_time_info *)time_info;
+    if (!s->fill_gaps || ti == NULL || ti->current <= 0.0) return 0;
+    int64_t gap = 0;
+    if (s->blocks == 0) {
+        s->base_time = ti->current;
+    } else {
+        double d = (ti->current - s->base_time) * (double)s->sample_rate
+                   - (double)s->frames_seen;
+        s->devs[s->blocks % DEVS] = (int64_t)(d + (d >= 0 ? 0.5 : -0.5));
+        if (s->blocks >= DEVS) {
+            int64_t lo = s->devs[0];
+            for (int i = 1; i < DEVS; i++) lo = min64(lo, s->devs[i]);
+            /* More than 2 s is a clock jump (or a stream restart), not a missed cycle. */
+            if (4 * lo >= 3 * n && lo <= 2 * s->sample_rate) {
+                gap = ((lo + n / 2) / n) * n;
+                for (int i = 0; i < DEVS; i++) s->devs[i] -= gap;
+            }
+        }
+    }
+    s->frames_seen += n + gap;
+    return gap;
+}
+
+static void fill_gap(rt_stream *s, int64_t gap)
+{
+    if (s->source != NULL && s->feeds_input) {
+        for (int64_t k = 0; k < gap; k += 1024)
+            rt_hist_write(s->source->ring, ZEROS, min64(1024, gap - k), 1);
+    }
+    if (s->sink != NULL && LOAD(&s->sink->ring->started)) {
+        rt_ring *r = s->sink->ring;
+        STORE(&r->read_pos, r->read_pos + gap); /* those slots went by unheard */
+    }
+    ADD(&s->gap_events, 1);
+    ADD(&s->gap_frames, gap);
+}
+
 int rt_callback(const void *input, void *output, unsigned long frames, const void *time_info,
                 unsigned long flags, void *userdata)
 {
-    (void)time_info;
     rt_stream *s = (rt_stream *)userdata;
     int64_t t0 = rt_now_ns();
     int64_t n = (int64_t)frames;
@@ -230,6 +278,8 @@ int rt_callback(const void *input, void *output, unsigned long frames, const voi
         if (flags & PA_OUTPUT_UNDERFLOW) ADD(&s->output_underflow, 1);
         if (flags & PA_OUTPUT_OVERFLOW) ADD(&s->output_overflow, 1);
     }
+    int64_t gap = missed_frames(s, time_info, n);
+    if (gap > 0) fill_gap(s, gap);
     int64_t origin = 0;
     if (s->source != NULL) {
         if (s->feeds_input && input != NULL) {

@@ -47,6 +47,14 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
     int64_t output_overflow;
     int64_t max_callback_ns;
     int64_t heartbeat_ns;     /* end of the newest callback: a watchdog sees a dead device */
+    int64_t fill_gaps;        /* the host's stream times count frames exactly (JACK): a cycle
+                                 that never reached us is filled in, keeping positions on the
+                                 device's clock */
+    double base_time;         /* stream time (currentTime) of the first callback, seconds */
+    int64_t frames_seen;      /* frames delivered or filled in since then */
+    int64_t devs[8];          /* recent (stream time - frames_seen), frames */
+    int64_t gap_events;       /* callbacks that found frames missing before them */
+    int64_t gap_frames;       /* frames filled in (input: silence; output: skipped) */
 } rt_stream;
 
 int64_t rt_now_ns(void);

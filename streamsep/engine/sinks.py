@@ -167,8 +167,12 @@ class StreamState:
     and its counters (xrun events, blocks, the callback's worst duration, a heartbeat)."""
 
     def __init__(self, sample_rate: int, *, source: InputState | None, feeds_input: bool,
-                 sink: PlayedOutput | None, in_channels: int = 1, out_channels: int = 1):
+                 sink: PlayedOutput | None, in_channels: int = 1, out_channels: int = 1,
+                 fill_gaps: bool = False):
+        """``fill_gaps``: the host API's stream times count frames exactly (JACK), so a cycle
+        the server ran without this stream is detected and filled in (see rt.c)."""
         self.c = ffi.new("rt_stream *")
+        self.c.fill_gaps = int(fill_gaps)
         self.c.source = source.c if source is not None else ffi.NULL
         self.c.sink = sink.c if sink is not None else ffi.NULL
         self.c.feeds_input = int(feeds_input)
@@ -185,7 +189,8 @@ class StreamState:
         return int(lib.rt_load(ffi.addressof(self.c, name)))
 
     def xruns(self) -> dict[str, int]:
-        return {"events": self._get("xrun_events"), **{f: self._get(f) for f in XRUN_FLAGS}}
+        return {"events": self._get("xrun_events"), **{f: self._get(f) for f in XRUN_FLAGS},
+                "missed_cycles": self._get("gap_events"), "missed_frames": self._get("gap_frames")}
 
     @property
     def blocks(self) -> int:

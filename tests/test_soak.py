@@ -1,0 +1,131 @@
+"""The C JACK harness (tools/rtharness) and the live engine's soak test (tools/soak.py).
+
+* test_harness_loopback_bit_exact (a few seconds): builds the harness, wires its output to its own
+  input on a private JACK dummy server and checks that it records what it played bit for bit,
+  marker aligned, and that the played signal is rebuilt exactly from its dumps.
+* test_soak_ci (slow, ~2.5 min): ``tools/soak.py --duration 120``: the embedded model, default
+  knobs, fed model/demo.wav by the harness on CI's JACK server: constant latency equal to the
+  reported one, no RSS growth after the warm-up, no lasting lost or repeated samples, and at most
+  3 xruns (the full soak's verdict demands 0; see the test for why CI allows a few).
+
+Skipped without jackd or the JACK headers unless AUDIO_TESTS_REQUIRED=1 (CI), which makes them
+fail instead, like tests/test_jack_realtime.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools" / "rtharness"))
+
+import rth  # noqa: E402
+
+pytestmark = pytest.mark.audio
+REQUIRED = os.environ.get("AUDIO_TESTS_REQUIRED") == "1"
+
+
+def _unavailable(why):
+    (pytest.fail if REQUIRED else pytest.skip)(why)
+
+
+@pytest.fixture(scope="module")
+def harness_bin():
+    if not rth.have_jackd():
+        _unavailable("jackd is not installed (apt-get install jackd2)")
+    try:
+        return rth.build()
+    except rth.HarnessError as e:
+        _unavailable(str(e))
+
+
+@pytest.fixture()
+def jack(harness_bin, tmp_path_factory):  # per test: it must not run beside the soak's server
+    try:
+        server = rth.JackServer(log_dir=tmp_path_factory.mktemp("jackd")).start()
+    except rth.HarnessError as e:
+        _unavailable(str(e))
+    yield server
+    server.stop()
+
+
+def _loopback(jack, wd, name):
+    h = rth.start_harness(wd, env=jack.env, name=name, duration=2.0,
+                          play=str(ROOT / "model" / "demo.wav"), to=[f"{name}:in_1"],
+                          marker_period=0.25, played=True)
+    return h, h.wait(timeout=30)
+
+
+def test_harness_loopback_bit_exact(jack, tmp_path):
+    import soundfile as sf
+
+    for attempt in range(2):  # once more if JACK skipped a cycle (a loaded machine), not else
+        wd = tmp_path / f"try{attempt}"
+        h, s = _loopback(jack, wd, "rth_loop")
+        assert s["rc"] == 0 and s["error"] is None, (s, h.stderr)
+        assert s["frames_recorded"] == s["total_frames"] == 2 * s["sample_rate"]
+        assert s["own_xruns"] == 0
+        if s["gap_cycles"] == 0 and s["server_xruns"] == 0:
+            break
+    sig = h.signal()
+    # the harness reads the WAV exactly as soundfile does, and its dumps rebuild what it played
+    demo, _ = sf.read(ROOT / "model" / "demo.wav", dtype="float32")
+    np.testing.assert_array_equal(sig.src, demo)
+    played = np.fromfile(wd / "played.f32", dtype=np.float32)
+    assert len(played) == s["total_frames"]
+    np.testing.assert_array_equal(sig.get(0, len(played)), played)
+    assert sig.period == s["sample_rate"] // 4 and len(sig.marker) == 1024
+    # its own output comes back one period later (JACK breaks the loop there), bit for bit, and
+    # every marker sits exactly one period after its played position
+    rec = h.recording()[:, 0]
+    a = rth.align(rec, sig, lag_guess=s["buffer_size"], first_search=2048)
+    assert a["lag"] == s["buffer_size"], a
+    assert a["misaligned"] == [] and a["missing"] == 0 and a["checked"] >= 6, a
+    ex = rth.compare_exact(rec, sig, a["lag"])
+    assert ex["compared"] == len(rec) - a["lag"]
+    if s["gap_cycles"] == 0:
+        assert ex["wrong_samples"] == 0, ex
+    else:  # a cycle JACK skipped is recorded as zeros, and nothing else differs
+        assert ex["wrong_blocks"] <= 2 * s["gap_cycles"], (ex, s)
+    np.testing.assert_array_equal(rec[: a["lag"]], 0)
+
+
+@pytest.mark.slow
+def test_soak_ci(harness_bin, tmp_path):
+    out = tmp_path / "soak.json"
+    # On CI's shared server (a second one would compete for the 2 cores), and without failing
+    # on cycles in which the whole machine stalled (the dummy driver's own timer woke late):
+    # those hit every client alike, the harness included, and no code of ours can prevent them.
+    server = []
+    if os.environ.get("JACK_DEFAULT_SERVER") and os.environ.get("JACKD_LOG"):
+        server = ["--server", os.environ["JACK_DEFAULT_SERVER"], "--server-log",
+                  os.environ["JACKD_LOG"]]
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", "120",
+                        "--allow-machine-xruns", *server,
+                        "--json", str(out), "--workdir", str(tmp_path / "w"), "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    print("\n" + r.stdout)
+    why = "\n".join(result["reasons"])
+    # What the engine controls holds exactly, whatever the machine does: one latency, the one
+    # it reported; no RSS growth; nothing underrun or dropped; no lasting lost or repeated
+    # sample (a skipped JACK cycle may disturb the stretch around it, no more).
+    assert result["latency"]["values_s"] == [round(result["latency"]["reported_s"], 9)], why
+    target = result["alignment"]["target"]
+    assert target["lag_minus_reported"] == 0 and target["final_offset"] == 0, why
+    assert result["rss_mb"]["growth"] <= result["rss_mb"]["limit"], why
+    c = result["counters"]
+    assert not (c.get("underrun_s") or c.get("dropped_windows") or c.get("overrun_s")), why
+    x = result["xruns"]
+    glitches = x["jack_events"] + x["streamsep_reported"]
+    assert len(target["misaligned"]) <= 2 * glitches, why
+    # Zero xruns is the soak's own verdict (tools/soak.py, 1 h, in the README); on CI's shared
+    # 2-core virtual machine the dummy driver itself wakes late now and then, so this variant
+    # allows a few per 2 minutes. Python callbacks had 2 to 21 per 30 s here.
+    assert x["jack_events"] <= 3 and x["streamsep_reported"] <= 3, why
