@@ -114,11 +114,11 @@ def test_player_output_without_input_counts_underruns_only_before_its_end():
     assert out.underrun == 212  # past the end: the drain, not an underrun
 
 
-def _timed_call(st, indata, outdata, t):
+def _timed_call(st, indata, outdata, t, flags=0):
     ti = ffi.new("double[3]", [t, t, t])  # PaStreamCallbackTimeInfo: adc, current, dac
     frames = len(outdata)
     return lib.rt_callback(ffi.from_buffer("float[]", indata),
-                           ffi.from_buffer("float[]", outdata), frames, ti, 0, st.c)
+                           ffi.from_buffer("float[]", outdata), frames, ti, flags, st.c)
 
 
 def test_a_cycle_the_server_ran_without_us_is_filled_and_alignment_holds():
@@ -137,7 +137,9 @@ def test_a_cycle_the_server_ran_without_us_is_filled_and_alignment_holds():
         if k == 200:
             continue  # the server ran this cycle without us: its input is lost
         out = np.zeros(256, np.float32)
-        _timed_call(st, x[256 * k : 256 * (k + 1)].copy(), out, 1.0 + (256 * k + jitter[k]) / SR)
+        flags = PA_OUTPUT_UNDERFLOW if k == 201 else 0  # PortAudio flags the one after an xrun
+        _timed_call(st, x[256 * k : 256 * (k + 1)].copy(), out, 1.0 + (256 * k + jitter[k]) / SR,
+                    flags)
         played[256 * k : 256 * (k + 1)] = out
     assert st.xruns()["missed_cycles"] == 1 and st.xruns()["missed_frames"] == 256
     assert eng.input.write_pos == len(x)  # the input ring kept the device's timeline
@@ -149,12 +151,14 @@ def test_a_cycle_the_server_ran_without_us_is_filled_and_alignment_holds():
     np.testing.assert_array_equal(played[ok], ref[ok])
 
 
-def test_late_callbacks_alone_are_not_taken_for_missed_cycles():
+def test_late_callbacks_and_drifting_times_are_not_taken_for_missed_cycles():
     eng = _engine()
     st = eng.stream_state(None, feeds_input=True, fill_gaps=True)
-    jitter = np.random.default_rng(4).uniform(0, 250, 2000)
-    for k in range(2000):
-        ti = ffi.new("double[3]", [0.0, 1.0 + (256 * k + jitter[k]) / SR, 0.0])
+    jitter = np.random.default_rng(4).uniform(0, 250, 4000)
+    for k in range(4000):
+        # late wake-ups, a clock running 100 ppm fast, and an xrun flag now and then
+        t = 1.0 + (256 * k * (1 + 1e-4) + jitter[k]) / SR
+        ti = ffi.new("double[3]", [0.0, t, 0.0])
         lib.rt_callback(ffi.from_buffer("float[]", np.zeros(256, np.float32)), ffi.NULL, 256,
-                        ti, 0, st.c)
-    assert st.xruns()["missed_cycles"] == 0 and eng.input.write_pos == 256 * 2000
+                        ti, PA_INPUT_OVERFLOW if k % 500 == 499 else 0, st.c)
+    assert st.xruns()["missed_cycles"] == 0 and eng.input.write_pos == 256 * 4000

@@ -56,11 +56,9 @@ def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
     sr = engine.sr
     lat = _latency_arg(latency)
     streams: list[Any] = []
-    # A JACK cycle that never reached a duplex stream drops its input and output block alike,
-    # which keeps them aligned by itself; only split streams (two position counters) need the
-    # missed frames filled in.
-    split = not (duplex and out_idx is not None and out_idx == in_idx)
-    gaps = {"fill_gaps": split and devices.host_api(in_idx) == "JACK Audio Connection Kit"}
+    # PortAudio's JACK stream times count the server's frames, so a cycle that skipped us can
+    # be found and filled in (rt.c); other host APIs' times are wall clocks: left alone.
+    gaps = {"fill_gaps": devices.host_api(in_idx) == "JACK Audio Connection Kit"}
     try:
         if duplex and out_idx is not None and out_idx == in_idx:
             sink = engine.add_playback("target", own_clock=False)

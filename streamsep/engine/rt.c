@@ -225,24 +225,37 @@ static const float ZEROS[1024];
  * time is interpolated (jack_frame_time), so a callback that merely ran late also looks ahead;
  * a missed cycle is a lasting step, so the smallest deviation of the last 8 callbacks decides. */
 #define DEVS 8
-static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n)
+static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n, int xrun)
 {
     const pa_time_info *ti = (const pa_time_info *)time_info;
     if (!s->fill_gaps || ti == NULL || ti->current <= 0.0) return 0;
     int64_t gap = 0;
+    /* Only an xrun (PortAudio flags the next callback) can skip a cycle: judge the deviations
+     * DEVS callbacks after one, so that a drifting or jumping stream time alone never counts. */
+    if (xrun) s->check_in = DEVS;
     if (s->blocks == 0) {
         s->base_time = ti->current;
     } else {
         double d = (ti->current - s->base_time) * (double)s->sample_rate
                    - (double)s->frames_seen;
         s->devs[s->blocks % DEVS] = (int64_t)(d + (d >= 0 ? 0.5 : -0.5));
-        if (s->blocks >= DEVS) {
+        if (s->check_in > 0 && --s->check_in == 0 && s->blocks >= DEVS) {
             int64_t lo = s->devs[0];
             for (int i = 1; i < DEVS; i++) lo = min64(lo, s->devs[i]);
             /* More than 2 s is a clock jump (or a stream restart), not a missed cycle. */
             if (4 * lo >= 3 * n && lo <= 2 * s->sample_rate) {
                 gap = ((lo + n / 2) / n) * n;
                 for (int i = 0; i < DEVS; i++) s->devs[i] -= gap;
+            }
+        }
+        /* Between xruns the deviation only jitters; let the baseline follow its slow drift so
+         * that a later judgement measures the step, not hours of accumulated clock error. */
+        if (s->check_in == 0 && s->blocks % DEVS == 0) {
+            int64_t lo = s->devs[0];
+            for (int i = 1; i < DEVS; i++) lo = min64(lo, s->devs[i]);
+            if (lo > 0 && 4 * lo < 3 * n) {
+                s->frames_seen += lo;
+                for (int i = 0; i < DEVS; i++) s->devs[i] -= lo;
             }
         }
     }
@@ -270,15 +283,16 @@ int rt_callback(const void *input, void *output, unsigned long frames, const voi
     rt_stream *s = (rt_stream *)userdata;
     int64_t t0 = rt_now_ns();
     int64_t n = (int64_t)frames;
-    if (flags & (PA_INPUT_UNDERFLOW | PA_INPUT_OVERFLOW | PA_OUTPUT_UNDERFLOW |
-                 PA_OUTPUT_OVERFLOW)) {
+    int xrun = (flags & (PA_INPUT_UNDERFLOW | PA_INPUT_OVERFLOW | PA_OUTPUT_UNDERFLOW |
+                         PA_OUTPUT_OVERFLOW)) != 0;
+    if (xrun) {
         ADD(&s->xrun_events, 1); /* one event, however many flags it carries */
         if (flags & PA_INPUT_UNDERFLOW) ADD(&s->input_underflow, 1);
         if (flags & PA_INPUT_OVERFLOW) ADD(&s->input_overflow, 1);
         if (flags & PA_OUTPUT_UNDERFLOW) ADD(&s->output_underflow, 1);
         if (flags & PA_OUTPUT_OVERFLOW) ADD(&s->output_overflow, 1);
     }
-    int64_t gap = missed_frames(s, time_info, n);
+    int64_t gap = missed_frames(s, time_info, n, xrun);
     if (gap > 0) fill_gap(s, gap);
     int64_t origin = 0;
     if (s->source != NULL) {

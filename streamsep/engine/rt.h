@@ -53,6 +53,7 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
     double base_time;         /* stream time (currentTime) of the first callback, seconds */
     int64_t frames_seen;      /* frames delivered or filled in since then */
     int64_t devs[8];          /* recent (stream time - frames_seen), frames */
+    int64_t check_in;         /* callbacks until the deviations are judged (after an xrun) */
     int64_t gap_events;       /* callbacks that found frames missing before them */
     int64_t gap_frames;       /* frames filled in (input: silence; output: skipped) */
 } rt_stream;
