@@ -26,3 +26,9 @@ def sam_tiny_with_tokenizer(tmp: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(model_dir / "t5" / "tokenizer.json"))
     return model_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """The soak runs first, in a process that has not yet loaded models and run threads of its
+    own: its figures are about the engine, not about what earlier tests left behind."""
+    items.sort(key=lambda item: 0 if item.nodeid.endswith("test_soak_ci") else 1)

@@ -222,3 +222,38 @@ def test_stall_of_90_s_is_filled_and_latency_holds(jack, tmp_path):  # noqa: F81
     got, _ = sf.read(target, dtype="float32")
     assert len(got) == end["input_samples"]
     assert "falling behind" in err, err
+
+
+def test_device_callbacks_run_while_the_interpreter_is_held(jack):  # noqa: F811
+    """The device callbacks are C: with the GIL held by one pure-Python loop for a whole second
+    (no thread switch: the switch interval is raised to 2 s), the stream keeps running. A
+    callback that needed the interpreter would stop for that second."""
+    from streamsep.engine import live
+    from streamsep.engine.engine import Engine
+    from streamsep.engine.plan import WindowPlan
+    from streamsep.separators.simple import Passthrough
+
+    plan = WindowPlan.from_seconds(SR, 1920, window=1.0, hop=0.2, lookahead=0.08, crossfade=0.04)
+    eng = Engine(Passthrough(), plan, budget=int(0.1 * SR))
+    idx = jack.query_devices("system")["index"]
+    streams = live.open_streams(eng, idx, idx, blocksize=256, latency="low")
+    old = sys.getswitchinterval()
+    try:
+        for s in streams:
+            s.start()
+        time.sleep(0.3)
+        st = eng.streams[0]
+        sys.setswitchinterval(2.0)
+        b0, t0 = st.blocks, time.perf_counter()
+        n = 0
+        while time.perf_counter() - t0 < 1.0:  # interpreter work only: the GIL is never let go
+            n += 1
+        b1 = st.blocks
+        elapsed = time.perf_counter() - t0
+    finally:
+        sys.setswitchinterval(old)
+        for s in streams:
+            s.stop()
+            s.close()
+    expected = elapsed * SR / 256
+    assert b1 - b0 >= 0.8 * expected, (b1 - b0, expected)

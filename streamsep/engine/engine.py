@@ -38,8 +38,11 @@ __all__ = ["Engine", "FileSink", "PlaybackSink", "auto_budget", "warm_up"]
 MIN_BUDGET_S = 0.1
 #: The adaptive budget looks at this many recent windows ...
 BUDGET_WINDOWS = 50
-#: ... and is raised when their 95th-percentile compute passes this fraction of it.
-BUDGET_RAISE_AT = 0.8
+#: ... and is raised when their 95th-percentile compute passes this fraction of it ...
+BUDGET_RAISE_AT = 0.9
+#: ... once this many windows are known, the first few (still warming up) left out.
+BUDGET_MIN_WINDOWS = 20
+BUDGET_SKIP_FIRST = 5
 
 
 def auto_budget(plan: WindowPlan, compute_s: float) -> int:
@@ -113,6 +116,7 @@ class Engine:
         self._last_late = 0
         self._recent: deque[float] = deque(maxlen=BUDGET_WINDOWS)
         self.over_budget_windows = 0
+        self._budget_seen = 0
         self._n, self._sum, self._max = 0, 0.0, 0.0  # compute per window, bounded memory
         self.latency_raises: list[dict[str, float]] = []
         self._gc_t: float | None = None
@@ -250,8 +254,11 @@ class Engine:
         s = self.plan.seconds
         if self.budget and compute > s(self.budget):
             self.over_budget_windows += 1
+        self._budget_seen += 1
+        if self._budget_seen <= BUDGET_SKIP_FIRST:
+            return  # first real windows still compile and fault memory in: not the steady state
         self._recent.append(compute)
-        if not self.adaptive_budget or len(self._recent) < 10:
+        if not self.adaptive_budget or len(self._recent) < BUDGET_MIN_WINDOWS:
             return
         p95 = float(np.percentile(self._recent, 95))
         hop = self.plan.hop
