@@ -11,7 +11,7 @@ private ``jackd -d dummy -r 48000 -p 256``, runs ``streamsep run -p PROMPT -i sy
 --model MODEL KNOBS --metrics-json ...``, rewires streamsep's PortAudio ports from system:* to
 tools/rtharness (a real-time-safe C client: it plays model/demo.wav looped with a marker burst
 every second and records streamsep's output), optionally keeps ``--load N`` cores busy, stops
-streamsep with SIGINT after ``--duration`` seconds and reports:
+streamsep with SIGTERM after ``--duration`` seconds and reports:
 
 * JACK's xruns: the events jackd logs for the streamsep client ("client = PortAudio was not
   finished"), for the harness and for the driver, and the server-wide xrun callbacks the harness

@@ -22,6 +22,7 @@ from typing import Any
 from streamsep import runtime
 from streamsep.audio import devices
 from streamsep.engine.engine import Engine
+from streamsep.engine.signals import SIGNALS, stop_on_signals
 from streamsep.separators.base import check_prompt_text
 
 #: Seconds without a device callback after which the device counts as gone.
@@ -29,7 +30,6 @@ DEVICE_TIMEOUT_S = 2.0
 #: Seconds a stop may spend closing streams, and then draining the worker.
 CLOSE_TIMEOUT_S = 2.0
 DRAIN_TIMEOUT_S = 2.5
-SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 class StreamsAbandoned:
@@ -145,15 +145,12 @@ def run(engine: Engine, streams: list[Any], *, prompt: str, duration: float | No
     re-raised and a vanished device raises DeviceError, in both cases after the files' data has
     been flushed through as far as possible."""
     stop = stop or threading.Event()
-    caught: list[int] = []
-    old: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        def on_signal(signum: int, _frame: Any) -> None:
-            caught.append(signum)
-            stop.set()
+    with stop_on_signals(stop) as caught:
+        return _run(engine, streams, prompt, duration, read_stdin, stop, caught)
 
-        for sig in SIGNALS:
-            old[sig] = signal.signal(sig, on_signal)
+
+def _run(engine: Engine, streams: list[Any], prompt: str, duration: float | None,
+         read_stdin: bool, stop: threading.Event, caught: list[int]) -> dict[str, Any]:
     # The audio threads must find a free core: leave one to them while the model computes.
     blas_before = runtime.limit_blas_threads(max(1, (os.cpu_count() or 2) - 1))
     locked = runtime.lock_memory()
@@ -199,8 +196,6 @@ def run(engine: Engine, streams: list[Any], *, prompt: str, duration: float | No
         runtime.limit_blas_threads(blas_before)
         if locked:
             runtime.unlock_memory()
-        for sig, h in old.items():
-            signal.signal(sig, h)
     if engine.error is not None:
         raise engine.error
     summary = engine.summary()

@@ -14,7 +14,6 @@ finalized with everything separated so far and the summary says which signal cam
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -38,10 +37,10 @@ from streamsep.audio.files import (
 from streamsep.engine.engine import Engine, FileSink
 from streamsep.engine.metrics import Metrics
 from streamsep.engine.plan import WindowPlan
+from streamsep.engine.signals import SIGNALS, stop_on_signals
 
 SIM_BLOCK = 512  # simulated device block (samples) in real-time mode
 #: exit codes by signal, as a shell reports a process killed by it
-SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 def _rechunk(blocks: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
@@ -84,31 +83,6 @@ def run_fast(engine: Engine, blocks: Iterable[np.ndarray], prompt: str | None, *
     while not stopped() and engine.worker.step():
         pass
     return total
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
-    """While inside, SIGINT/SIGTERM/SIGHUP set ``stop`` (and are listed in the yielded list)
-    instead of interrupting or killing the process, so that the files can be finalized.
-
-    Only on the main thread (signals go nowhere else), and a signal the process ignores
-    (SIGHUP under nohup, SIGINT in a background job) stays ignored. A second signal changes
-    nothing: the run already stops at the next window."""
-    caught: list[int] = []
-    old: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        def on_signal(signum: int, _frame: Any) -> None:
-            caught.append(signum)
-            stop.set()
-
-        for sig in SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                old[sig] = signal.signal(sig, on_signal)
-    try:
-        yield caught
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 def run_file(

@@ -516,12 +516,13 @@ class Session:
     stopped: dict[str, Any] = field(default_factory=dict)
 
     def stop_streamsep(self, timeout: float = 30.0) -> dict[str, Any]:
-        """SIGINT, as Ctrl-C; returns rc, whether it had to be killed, and its stderr tail."""
+        """SIGTERM (SIGINT would stay ignored when this runs as a background job); returns rc,
+        whether it had to be killed, and its stderr tail."""
         if self.stopped:
             return self.stopped
         killed = False
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -565,7 +566,7 @@ def live_session(workdir: str | os.PathLike, *, duration: float, model: str = "e
     KNOBS --metrics-json ...` (plus ``--residual-out system``), wait until its stream runs,
     start the CPU load, then the harness (rewiring streamsep's in_0 / out_0 [/ residual out]
     from system:* to the harness) for ``duration`` seconds. Yields the Session; on exit stops
-    streamsep (SIGINT), the load and jackd, in that order."""
+    streamsep (SIGTERM), the load and jackd, in that order."""
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     own_jack = jack is None
@@ -609,7 +610,7 @@ def live_session(workdir: str | os.PathLike, *, duration: float, model: str = "e
         if session is not None:
             session.stop_streamsep()
         elif proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
