@@ -109,6 +109,8 @@ def jack():
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+        else:  # the server lives on: leave PortAudio usable for the tests that follow
+            sd._initialize()
 
 
 def _ports():
