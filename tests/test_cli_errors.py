@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_util import one_error
 
 from streamsep.cli import main
 
@@ -28,16 +29,7 @@ def _ok(capsys, *args):
         pytest.fail(f"exit {e.code}: {capsys.readouterr().err}")
     return capsys.readouterr()
 
-
-def _one_error(code, err, *needles):
-    assert code not in (0, None)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
+_one_error = one_error
 
 
 @pytest.fixture

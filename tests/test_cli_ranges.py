@@ -3,30 +3,13 @@
 import numpy as np
 import pytest
 import soundfile as sf
-
-from streamsep.cli import main
+from cli_util import one_error, run_cli
 
 SR = 48000
 FAST = ["--model", "passthrough", "--window", "1", "--hop", "0.2", "--lookahead", "0.08",
         "--crossfade", "0.04"]
 
-
-def _cli(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def _one_error(code, err, *needles):
-    assert code not in (0, None), err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
+_cli, _one_error = run_cli, one_error
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_util import run_cli
 
 from streamsep.audio.files import (
     AudioFileError,
@@ -22,7 +23,6 @@ from streamsep.audio.files import (
     output_format,
     read_blocks,
 )
-from streamsep.cli import main
 from streamsep.engine.offline import run_file
 from streamsep.engine.plan import WindowPlan
 from streamsep.separators.simple import Passthrough
@@ -38,14 +38,7 @@ def _noise(seconds, sr=SR, seed=0, scale=0.1):
         np.float32)
 
 
-def _run_cli(capsys, *args):
-    """(exit code, stderr) of main(); main returns normally on success."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+_run_cli = run_cli
 
 
 def _lines(err, prefix):

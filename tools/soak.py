@@ -263,11 +263,7 @@ def run(args: argparse.Namespace, knobs: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    passthru: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, passthru = argv[:i], argv[i + 1:]
+    argv, passthru = rth.split_passthrough(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Unknown options (or everything after --) go to "

@@ -13,7 +13,6 @@ limit, so a stuck separator cannot hold the process), and the summary says why i
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 from streamsep import runtime
 from streamsep.audio import devices
 from streamsep.engine.engine import Engine
-from streamsep.engine.signals import SIGNALS, stop_on_signals
+from streamsep.engine.signals import signal_summary, stop_on_signals
 from streamsep.separators.base import check_prompt_text
 
 #: Seconds without a device callback after which the device counts as gone.
@@ -202,8 +201,7 @@ def _run(engine: Engine, streams: list[Any], prompt: str, duration: float | None
     summary["flushed"] = finished
     if caught:
         reason = "signal"
-        summary["signal"] = signal.Signals(caught[0]).name
-        summary["exit_code"] = SIGNALS[caught[0]]
+        summary.update(signal_summary(caught))
     summary["stop"] = reason if device_error is None else "device"
     if engine.metrics is not None:
         engine.metrics.end(summary)

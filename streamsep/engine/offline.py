@@ -14,7 +14,6 @@ finalized with everything separated so far and the summary says which signal cam
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,10 +36,9 @@ from streamsep.audio.files import (
 from streamsep.engine.engine import Engine, FileSink
 from streamsep.engine.metrics import Metrics
 from streamsep.engine.plan import WindowPlan
-from streamsep.engine.signals import SIGNALS, stop_on_signals
+from streamsep.engine.signals import signal_summary, stop_on_signals
 
 SIM_BLOCK = 512  # simulated device block (samples) in real-time mode
-#: exit codes by signal, as a shell reports a process killed by it
 
 
 def _rechunk(blocks: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
@@ -124,9 +122,7 @@ def run_file(
         summary = _run(separator, plan, in_path, outputs, info, declared, prompt=prompt,
                        seed=seed, realtime=realtime, budget=budget, overload=overload,
                        metrics=metrics, model_name=model_name, player=player, stop=stop)
-    if caught:
-        summary["signal"] = signal.Signals(caught[0]).name
-        summary["exit_code"] = SIGNALS[caught[0]]
+    summary.update(signal_summary(caught))
     if metrics is not None:
         metrics.end(summary)
     return summary

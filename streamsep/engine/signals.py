@@ -35,3 +35,10 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+def signal_summary(caught: list[int]) -> dict[str, Any]:
+    """What a run's summary says about the first signal that stopped it (nothing if none)."""
+    if not caught:
+        return {}
+    return {"signal": signal.Signals(caught[0]).name, "exit_code": SIGNALS[caught[0]]}

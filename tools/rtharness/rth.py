@@ -65,6 +65,15 @@ def have_jackd() -> bool:
     return all(shutil.which(t) for t in ("jackd", "jack_lsp"))
 
 
+def split_passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the tool's own arguments, those after ``--`` that go to `streamsep run`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 # -- JACK server ----------------------------------------------------------------------------------
 _XRUN_CLIENT = re.compile(r"JackEngine::XRun: client = (.+?) was not finished")
 
