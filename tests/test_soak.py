@@ -105,14 +105,22 @@ def test_soak_ci(harness_bin, tmp_path):
     if os.environ.get("JACK_DEFAULT_SERVER") and os.environ.get("JACKD_LOG"):
         server = ["--server", os.environ["JACK_DEFAULT_SERVER"], "--server-log",
                   os.environ["JACKD_LOG"]]
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", "120",
-                        "--allow-machine-xruns", *server,
-                        "--json", str(out), "--workdir", str(tmp_path / "w"), "-q"],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode in (0, 1), r.stderr[-3000:]
-    result = json.loads(out.read_text())
-    print("\n" + r.stdout)
-    why = "\n".join(result["reasons"])
+    # A run in which the C harness itself glitched measured the machine, not the engine (the
+    # tool calls it inconclusive): run once more, and if the machine is still that busy, say so
+    # and skip rather than judge the engine by a broken reference.
+    for attempt in range(2):
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--duration",
+                            "120", "--allow-machine-xruns", *server, "--json", str(out),
+                            "--workdir", str(tmp_path / f"w{attempt}"), "-q"],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode in (0, 1), r.stderr[-3000:]
+        result = json.loads(out.read_text())
+        print("\n" + r.stdout)
+        why = "\n".join(result["reasons"])
+        if "not conclusive" not in why:
+            break
+    else:
+        pytest.skip(f"the C harness glitched in both soaks (machine too busy to judge): {why}")
     # What the engine controls holds exactly, whatever the machine does: one latency, the one
     # it reported; no RSS growth; nothing underrun or dropped; no lasting lost or repeated
     # sample (a skipped JACK cycle may disturb the stretch around it, no more).
