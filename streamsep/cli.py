@@ -217,14 +217,55 @@ def devices() -> None:
     click.echo(dev.list_devices())
 
 
-@cli.command()
+RUN_HELP = """Separate live from an input device to an output device.
+
+\b
+While it runs, type on stdin and press Enter:
+  TEXT           a new prompt, from the next window
+  mix M          the dry/wet mix, 0 to 1, from the next window
+  gate on|off    the gate (see --gate)
+  gate DB        the gate's threshold in dB (and the gate on)
+  prompt TEXT    TEXT as the prompt even if it starts with mix/gate
+Ctrl-C stops.
+
+\b
+--virtual-mic creates a microphone that other programs (OBS, a browser,
+Zoom) list, plays the target into it, and removes it when run ends.
+--input monitor takes what the default output plays as the input.
+"""
+
+
+@cli.command(help=RUN_HELP)
 @click.option("-p", "--prompt", required=True, help="The sound to extract, e.g. 'speech'.")
-@click.option("-i", "--input-device", default=None, help="Input device: index or name part.")
+@click.option("-i", "--input-device", "--input", "input_device", default=None,
+              help="Input device: index or name part, or 'monitor': what the default output "
+                   "plays (PipeWire/PulseAudio: the default sink's monitor; macOS: BlackHole).")
 @click.option("-o", "--output-device", default=None,
               help="Output device for the target: index, name part, or 'none'.")
 @click.option("--residual-out", default=None, metavar="DEV|FILE",
               help="Send the residual (everything else) to a device or an audio file.")
 @click.option("--record-target", default=None, metavar="FILE", help="Also write the target.")
+@click.option("--virtual-mic", is_flag=False, flag_value="streamsep", default=None,
+              metavar="[NAME]",
+              help="Send the target to a virtual microphone NAME (default streamsep) that "
+                   "other programs can record from; created now, removed at exit (PipeWire or "
+                   "PulseAudio; on macOS the BlackHole device).")
+@click.option("--virtual-mic-residual", is_flag=False, flag_value="streamsep-residual",
+              default=None, metavar="[NAME]",
+              help="Send the residual to a second virtual microphone (default "
+                   "streamsep-residual).")
+@click.option("--mix", type=float, default=1.0, show_default=True,
+              help="Dry/wet: 1 = target only; below 1 blends in the input, aligned to the "
+                   "sample (0.7 = 70 % target + 30 % input). Typed 'mix M' changes it.")
+@click.option("--gate", is_flag=True,
+              help="Fade the target to silence while it holds nothing: opens when the target "
+                   "is above --gate-threshold relative to the input (20 ms frames), closes "
+                   "after it stayed 6 dB below that for --gate-hold; 10 ms fade in, 100 ms "
+                   "fade out. Typed 'gate on|off|DB' changes it.")
+@click.option("--gate-threshold", type=float, default=-24.0, show_default=True, metavar="DB",
+              help="Gate threshold: target level relative to the input level, -80 to 0 dB.")
+@click.option("--gate-hold", type=float, default=0.3, show_default=True, metavar="S",
+              help="Seconds the target must stay below the threshold before the gate closes.")
 @click.option("--blocksize", type=int, default=0, show_default=True,
               help="Frames per callback; 0 lets PortAudio choose (most robust).")
 @click.option("--latency", default="high", show_default=True,
@@ -232,30 +273,60 @@ def devices() -> None:
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @_knobs
 def run(prompt: str, input_device: str | None, output_device: str | None,
-        residual_out: str | None, record_target: str | None, blocksize: int, latency: str,
-        duration: float | None, **k: Any) -> int:
-    """Separate live from an input device to an output device.
-
-    Type a new prompt on stdin to switch at the next window. Ctrl-C stops.
-    """
+        residual_out: str | None, record_target: str | None, virtual_mic: str | None,
+        virtual_mic_residual: str | None, mix: float, gate: bool, gate_threshold: float,
+        gate_hold: float, blocksize: int, latency: str, duration: float | None,
+        **k: Any) -> int:
     from streamsep.audio import devices as dev
+    from streamsep.audio import virtual
     from streamsep.audio.files import SafeWriter, check_writable
     from streamsep.engine import live
     from streamsep.engine.engine import Engine, FileSink
     from streamsep.engine.metrics import Metrics
+    from streamsep.engine.mixgate import MixGate
 
     prompt = _check_prompt(prompt)
     _check_knobs(k)
     _check_run_options(blocksize, latency, duration)
+    mixgate_args = _check_mix_gate(mix, gate_threshold, gate_hold)
+    if virtual_mic is not None and output_device is not None:
+        raise CliError("--virtual-mic sends the target to the virtual microphone: drop -o "
+                       f"{output_device} (run plays the target to one place)")
+    if virtual_mic_residual is not None and residual_out and not _is_file(residual_out):
+        raise CliError("--virtual-mic-residual sends the residual to a virtual microphone: drop "
+                       f"--residual-out {residual_out} (a residual file may stay)")
     for path in (record_target, residual_out if residual_out and _is_file(residual_out) else None):
         if path:
             check_writable(path)
-    in_idx = dev.resolve(input_device, "input")
-    out_idx = None if (output_device or "").lower() == "none" else dev.resolve(output_device,
-                                                                               "output")
-    res_idx = None
+    monitor = (input_device or "").strip().lower() == "monitor"
+    in_idx = out_idx = res_idx = None
+    wants_virtual = monitor or virtual_mic is not None or virtual_mic_residual is not None
+    if not monitor and (input_device is not None or not wants_virtual):
+        in_idx = dev.resolve(input_device, "input")  # first: its error names the input
+    # --input monitor with the default output would record its own output: prepare() refuses
+    # that, before a missing default output device could be the error shown.
+    out_default = monitor and virtual_mic is None and output_device is None
+    if virtual_mic is None and (output_device or "").lower() != "none" and not out_default:
+        out_idx = dev.resolve(output_device, "output")
     if residual_out and not _is_file(residual_out):
         res_idx = dev.resolve(residual_out, "output")
+    virt = None
+    if wants_virtual:
+        virt = virtual.prepare(
+            "monitor" if monitor else input_device, virtual_mic, virtual_mic_residual,
+            output_is_default=out_default or (out_idx is not None and
+                                              dev.follows_server_default(out_idx)),
+            residual_is_default=res_idx is not None and dev.follows_server_default(res_idx))
+        for line in virt.notes:
+            _note(line)
+        if virt.input_spec is not None and in_idx is None:
+            input_device = virt.input_spec
+        if virt.target_spec is not None:
+            out_idx = dev.resolve(virt.target_spec, "output")
+        if virt.residual_spec is not None:
+            res_idx = dev.resolve(virt.residual_spec, "output")
+    if in_idx is None:
+        in_idx = dev.resolve(input_device, "input")
     sep, plan = _load({**k, "prompt": prompt})
     for idx, kind in ((in_idx, "input"), (out_idx, "output"), (res_idx, "output")):
         if idx is not None:
@@ -263,39 +334,83 @@ def run(prompt: str, input_device: str | None, output_device: str | None,
     budget = _budget_samples(k, sep, plan)
     mfile = _open_metrics(k["metrics_json"])
     writers: list[Any] = []
-    try:
-        engine = Engine(sep, plan, seed=k["seed"], budget=budget, overload=k["overload"],
-                        metrics=Metrics(mfile), model_name=k["model"],
-                        adaptive_budget=_budget_seconds(k["budget"]) is None)
-        for which, path in (("target", record_target),
-                            ("residual", residual_out if res_idx is None else None)):
-            if path:
-                w = SafeWriter(path, sep.sample_rate)
-                writers.append(w)
-                engine.add_sink(FileSink(w, which))
-        streams = live.open_streams(engine, in_idx, out_idx, res_idx, blocksize=blocksize,
-                                    latency=latency)
-        lat = engine.latency()
-        _note(f"{plan.describe()}")
-        _note(f"input {dev.name(in_idx)} -> output "
-              f"{dev.name(out_idx) if out_idx is not None else 'none'}"
-              f"{'' if res_idx is None else ', residual ' + dev.name(res_idx)}")
-        _note(f"latency {lat['total_s']:.2f} s = algorithmic {lat['algorithmic_s']:.2f} + "
-              f"compute budget {lat['compute_s']:.2f} + device {lat['device_s']:.3f}; "
-              "Ctrl-C stops, a line on stdin changes the prompt")
-        s = live.run(engine, streams, prompt=prompt, duration=duration)
-        _note(_summary_line(s))
-    finally:
-        for w in writers:
-            w.close()
-        if mfile not in (None, sys.stdout):
-            mfile.close()
+    # From here on the virtual devices may exist: SIGTERM/SIGHUP must unwind through the
+    # `finally` that removes them (the live run handles them itself while it runs).
+    with virtual.exit_on_signals():
+        try:
+            engine = Engine(sep, plan, seed=k["seed"], budget=budget, overload=k["overload"],
+                            metrics=Metrics(mfile), model_name=k["model"],
+                            adaptive_budget=_budget_seconds(k["budget"]) is None)
+            engine.use_mixgate(MixGate(sep.sample_rate, mix=mix, gate=gate, **mixgate_args))
+            for which, path in (("target", record_target),
+                                ("residual", residual_out if residual_out and
+                                 _is_file(residual_out) else None)):
+                if path:
+                    w = SafeWriter(path, sep.sample_rate)
+                    writers.append(w)
+                    engine.add_sink(FileSink(w, which))
+            if virt is not None:
+                virt.create()
+            streams = live.open_streams(engine, in_idx, out_idx, res_idx, blocksize=blocksize,
+                                        latency=latency,
+                                        routes=None if virt is None else virt.routes)
+            lat = engine.latency()
+            _note(f"{plan.describe()}")
+            rest = "" if res_idx is None else f", residual {_where(dev, res_idx, virt, 'residual')}"
+            _note(f"input {_where(dev, in_idx, virt, 'input')} -> output "
+                  f"{_where(dev, out_idx, virt, 'target')}{rest}")
+            if virt is not None:
+                for mic in virt.mics.values():
+                    _note(f"virtual microphone {mic.name!r} is ready: pick {mic.name!r} as the "
+                          "microphone in the other program (removed when run ends)")
+            _note(f"latency {lat['total_s']:.2f} s = algorithmic {lat['algorithmic_s']:.2f} + "
+                  f"compute budget {lat['compute_s']:.2f} + device {lat['device_s']:.3f}; "
+                  "Ctrl-C stops; type a prompt, 'mix M' or 'gate on|off' and Enter")
+            s = live.run(engine, streams, prompt=prompt, duration=duration)
+            _note(_summary_line(s))
+        finally:
+            if virt is not None:
+                virt.remove()
+            for w in writers:
+                w.close()
+            if mfile not in (None, sys.stdout):
+                mfile.close()
     if s.get("signal"):
         flushed = "" if s.get("flushed") else " (the separator did not finish the last " \
             "windows in time: the files end where it stopped)"
         _note(f"stopped by {s['signal']}; files finalized{flushed}")
         return int(s["exit_code"])
     return 0
+
+
+def _where(dev: Any, idx: int | None, virt: Any, which: str) -> str:
+    """A stream's device for the notes, naming the PulseAudio node a routed stream reaches."""
+    if idx is None:
+        return "none"
+    route = {} if virt is None else virt.routes.get(which, {})
+    node = route.get("PULSE_SINK") or route.get("PULSE_SOURCE")
+    mic = None if virt is None else virt.mics.get(which)
+    if mic is not None:
+        return f"virtual microphone {mic.name!r}"
+    return f"{node} (via {dev.name(idx)})" if node else dev.name(idx)
+
+
+def _check_mix_gate(mix: float, threshold: float, hold: float) -> dict[str, float]:
+    """Range-check --mix and the gate's options; the MixGate keywords for the last two."""
+    from streamsep.engine.mixgate import check_mix, check_threshold
+
+    try:
+        check_mix(mix)
+    except ValueError:
+        raise CliError(f"--mix must be between 0 (the input) and 1 (the target only) "
+                       f"(got {mix:g})") from None
+    try:
+        check_threshold(threshold)
+    except ValueError as e:
+        raise CliError(f"--gate-threshold: {e}") from None
+    if not 0 <= hold <= 10:  # also refuses nan
+        raise CliError(f"--gate-hold must be between 0 and 10 seconds (got {hold:g})")
+    return {"threshold_db": threshold, "hold_s": hold}
 
 
 def _summary_line(s: dict[str, Any]) -> str:
@@ -393,22 +508,44 @@ def file(input_path: str, prompt: str, output: str, residual: str | None, realti
     return 0
 
 
+#: streamsep.bench_compare.BENCH_PRESETS, spelled out: importing that module loads MLX.
+COMPARE_PRESETS = ("tiny", "small", "base", "large", "reduced", "micro")
+
+
 @cli.command()
 @click.argument("input_path", metavar="[IN]", required=False)
 @click.option("--synthetic", type=float, default=None,
               help="Seconds of synthetic input instead of IN (default 30 when IN is absent).")
 @click.option("-p", "--prompt", default="speech", show_default=True)
 @click.option("--json", "json_path", default="streamsep-bench.json", show_default=True,
-              help="Where to write the results (- for stdout).")
+              help="Where to write the results (- for stdout). With --compare only when "
+                   "given.")
+@click.option("--compare", type=click.Choice(["mlx-audio"]), default=None,
+              help="Instead: SAM-Audio against mlx-audio's, same random weights, input and "
+                   "steps (--steps, default 4 euler); needs mlx-audio, installed without "
+                   "torch: pip install --no-deps mlx-audio==0.6.2 sentencepiece (or a pip "
+                   "--target folder in STREAMSEP_MLX_AUDIO_PATH). More options: "
+                   "tools/bench_vs_mlx_audio.py.")
+@click.option("--preset", type=click.Choice(COMPARE_PRESETS), default="small",
+              show_default=True,
+              help="With --compare: the model size (reduced = the small DiT on a codec at "
+                   "encoder 16 / decoder 384 channels, a quick run).")
 @_knobs
 def bench(input_path: str | None, synthetic: float | None, prompt: str, json_path: str,
-          **k: Any) -> None:
+          compare: str | None, preset: str, **k: Any) -> None:
     """Measure compute per window, RTF and the latency to expect live."""
     from streamsep.audio.files import check_finite, probe, read_audio
     from streamsep.engine.offline import bench as run_bench
 
     prompt = _check_prompt(prompt)
     _check_knobs(k)
+    if compare is not None:
+        ctx = click.get_current_context()
+        given = {n for n in ("json_path", "model")
+                 if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
+        _bench_compare(input_path, synthetic, json_path if "json_path" in given else None,
+                       preset, "model" in given, k)
+        return
     if input_path is not None and synthetic is not None:
         raise CliError("give either IN or --synthetic, not both")
     if synthetic is not None and not 0 < synthetic <= 3600:
@@ -444,6 +581,40 @@ def bench(input_path: str | None, synthetic: float | None, prompt: str, json_pat
         with open(json_path, "w", encoding="utf-8") as f:
             f.write(text + "\n")
         _note(f"wrote {json_path}")
+
+
+def _bench_compare(input_path: str | None, synthetic: float | None, json_path: str | None,
+                   preset: str, model_given: bool, k: dict[str, Any]) -> None:
+    """``bench --compare mlx-audio``: streamsep.bench_compare's run, table, optional JSON."""
+    if model_given:
+        raise CliError("--compare builds both models from --preset with random weights: drop "
+                       "--model")
+    if input_path is not None and synthetic is not None:
+        raise CliError("give either IN or --synthetic, not both")
+    if synthetic is not None and not 0 < synthetic <= 3600:
+        raise CliError(f"--synthetic must be between 0 and 3600 seconds (got {synthetic})")
+    from streamsep import bench_compare as bc
+
+    argv = ["--preset", preset, "--seconds", str(synthetic or 30.0),
+            "--steps", str(k["steps"] or 4), "--method", k["method"] or "euler",
+            "--plan", *(str(k[n]) for n in ("window", "hop", "lookahead", "crossfade"))]
+    if input_path is not None:
+        argv.append(input_path)
+    if json_path is not None:
+        argv += ["--json", json_path]
+    args = bc.parser().parse_args(argv)
+    bad = bc.check_args(args)
+    if bad:
+        raise CliError(bad)
+    try:
+        report = bc.run(args, log=_note)
+    except (bc.MlxAudioMissing, bc.Mismatch) as e:
+        raise CliError(str(e)) from None
+    click.echo(bc.summary(report), err=json_path == "-")
+    if json_path is not None:
+        bc.write_json(report, json_path)
+        if json_path != "-":
+            _note(f"wrote {json_path}")
 
 
 def _synthetic(seconds: float, sr: int) -> Any:

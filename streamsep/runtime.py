@@ -80,6 +80,23 @@ def unlock_memory() -> None:
             pass
 
 
+def cpu_stolen_s() -> float | None:
+    """Seconds of CPU time the hypervisor has given to other guests since boot (Linux ``steal``
+    in /proc/stat, all CPUs together); None where the kernel does not report it.
+
+    On a virtual machine a thread can be held off its CPU by the host, which nothing inside the
+    guest controls; the engine uses this to tell such stalls from compute that really grew."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / _CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _openblas() -> ctypes.CDLL | None:
     path = _state["blas"]
     if path is None:

@@ -48,6 +48,32 @@ def test_budget_is_raised_once_when_recent_compute_needs_it_and_never_lowered():
     assert eng.counters()["over_budget_windows"] == 5 + 60  # the first 0.5 s and the 5 s ones
 
 
+def test_windows_slowed_by_the_host_stealing_cpu_time_do_not_raise_the_budget():
+    plan, eng = _engine()
+    lat0 = eng.latency_samples
+    for _ in range(BUDGET_SKIP_FIRST + BUDGET_MIN_WINDOWS):
+        eng._follow_budget(0.05)
+    for _ in range(30):
+        eng._follow_budget(0.3, stolen=0.2)  # a VM stall: two thirds of the window stolen
+    assert eng.latency_samples == lat0 and not eng.latency_raises
+    c = eng.counters()
+    assert c["stolen_windows"] == 30 and c["over_budget_windows"] == 30
+    for _ in range(30):
+        eng._follow_budget(0.3, stolen=0.001)  # slower for real
+    assert eng.latency_raises
+
+
+def test_worker_reports_stolen_time_per_window():
+    plan, eng = _engine()
+    seen = []
+    eng.worker.on_window = seen.append
+    eng.begin("speech")
+    eng.feed(np.zeros(plan.window * 2, np.float32))
+    while eng.worker.step():
+        pass
+    assert seen and all(isinstance(w["stolen"], float) and w["stolen"] >= 0 for w in seen)
+
+
 def test_fixed_budget_is_never_changed():
     _, eng = _engine(adaptive=False)
     for _ in range(60):

@@ -5,11 +5,13 @@ import json
 import math
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 from conftest import FIXTURES
 from mlx.utils import tree_flatten
 
+from streamsep.sam_audio import dit as dit_module
 from streamsep.sam_audio.checkpoint import load_torch_checkpoint
 from streamsep.sam_audio.dit import DiT, DiTConfig
 from streamsep.sam_audio.rope import RotaryEmbedding
@@ -232,3 +234,94 @@ def test_scalar_time_broadcasts_and_bad_shapes_are_named(model, config):
         model(mx.zeros((1, 4, 32)), 0.0, memory=mx.array(memory[:1]))
     with pytest.raises(ValueError, match="DiT memory must be"):
         model(mx.array(x), 0.0, memory=mx.array(memory[:1]))
+
+
+# ---------------------------------------------------------------- CPU compute forms
+# The CPU forms (polynomial exp in SwiGLU/SiLU and the attention softmax, tabled RoPE) must give
+# the native kernels' function to float32 rounding: every comparison below is ≤ 1e-5.
+
+
+def test_cpu_exp_is_within_two_ulp_and_flushes_to_zero():
+    x = np.linspace(-87.0, 88.0, 400_001, dtype=np.float32)
+    got = np.array(mx.compile(dit_module._exp)(mx.array(x))).astype(np.float64)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 2.5e-7
+    edges = np.array(dit_module._exp(mx.array([-np.inf, -1e4, -88.0, 88.0, 1e4], mx.float32)))
+    np.testing.assert_array_equal(edges[:3], 0.0)  # masked scores get exactly no weight
+    assert np.all(np.isfinite(edges[3:])) and edges[3] > 1e38
+
+
+def test_cpu_elementwise_forms_match_mlx():
+    rng = np.random.default_rng(1)
+    a = mx.array(rng.standard_normal((3, 7, 50)).astype(np.float32) * 6)
+    b = mx.array(rng.standard_normal((3, 7, 50)).astype(np.float32))
+    np.testing.assert_allclose(dit_module._silu_cpu(a), nn.silu(a), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dit_module._swiglu_cpu(a, b), nn.silu(a) * b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        dit_module._softmax_cpu(a), mx.softmax(a, axis=-1, precise=True), rtol=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_attention_matches_fused_kernel(monkeypatch, masked):
+    rng = np.random.default_rng(2)
+    q, k, v = (mx.array(rng.standard_normal((2, 3, n, 16)).astype(np.float32)) for n in (9, 11, 11))
+    mask = None
+    if masked:
+        keep = np.ones((2, 11), bool)
+        keep[1, 6:] = False
+        mask = mx.array(keep)[:, None, None, :]
+    want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=mask)
+    monkeypatch.setattr(dit_module, "COMPUTE_PATH", "cpu")
+    got = dit_module.attention(q, k, v, 0.25, mask)
+    assert np.abs(np.array(got) - np.array(want)).max() < 1e-6
+
+
+def test_tabled_rope_matches_the_kernel_to_the_last_position():
+    rope = RotaryEmbedding(32, 20000, 10000)
+    x = mx.array(np.random.default_rng(3).standard_normal((1, 2, 10000, 32)).astype(np.float32))
+    assert np.abs(np.array(rope.tabled(10000)(x)) - np.array(rope(x))).max() < 1e-6
+    with pytest.raises(ValueError, match="max_positions"):
+        RotaryEmbedding(32, 20000, 100).tabled(101)
+
+
+def _random_dit(seed: int) -> DiT:
+    # Odd sizes on purpose: head_dim 12, 5 heads, an FFN width that is not a multiple of 64.
+    cfg = DiTConfig(
+        dim=60, n_heads=5, n_layers=3, context_dim=60, out_channels=24,
+        frequency_embedding_dim=20, multiple_of=8,
+    )  # fmt: skip
+    mx.random.seed(seed)
+    dit = DiT(cfg)
+    mx.eval(dit.parameters())
+    return dit
+
+
+@pytest.mark.parametrize("which", ["fixture", "random"])
+def test_cpu_forms_match_native_forward(monkeypatch, model, config, which):
+    dit = model if which == "fixture" else _random_dit(0)
+    cfg = config if which == "fixture" else dit.config
+    x, time, memory = _inputs(cfg, T=41, L=6, seed=4)
+    pad = np.ones((2, 41), bool)
+    pad[0, 33:] = False
+    mem_mask = np.ones((2, 6), bool)
+    mem_mask[1, 4:] = False
+    args = (mx.array(x), mx.array(time))
+    kw = dict(
+        memory=mx.array(memory),
+        padding_mask=mx.array(pad),
+        memory_padding_mask=mx.array(mem_mask),
+    )
+    monkeypatch.setattr(dit_module, "COMPUTE_PATH", "native")
+    want = np.array(dit(*args, **kw))
+    monkeypatch.setattr(dit_module, "COMPUTE_PATH", "cpu")
+    got = np.array(dit(*args, **kw))
+    compiled = np.array(mx.compile(lambda a, b: dit(a, b, **kw))(*args))
+    assert np.abs(want).max() > 0.1  # a live output, not a vanishing one
+    assert np.abs(got - want).max() < 1e-5
+    assert np.abs(compiled - want).max() < 1e-5
+
+
+def test_default_dtype_is_float32_on_cpu_and_bfloat16_on_gpus():
+    assert dit_module.default_dtype(mx.cpu) == mx.float32
+    assert dit_module.default_dtype(mx.gpu) == mx.bfloat16

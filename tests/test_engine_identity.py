@@ -180,3 +180,58 @@ def test_overlapping_windows_receive_identical_noise_on_shared_frames():
                 b = sep.noises[j][lo - first[j] : hi - first[j]]
                 np.testing.assert_array_equal(a, b)
     assert not np.array_equal(sep.noises[0], sep.noises[1])
+
+
+class _Windowed:
+    """Output depends on the whole window (a running mean), so a wrong slice shows."""
+
+    sample_rate, frame_hop, noise_channels = SR, HOP, 0
+
+    def set_prompt(self, text):
+        pass
+
+    def separate(self, window, noise=None, anchors=None):
+        t = np.cumsum(window) / (1 + np.arange(len(window)))
+        return t.astype(np.float32), (window - t).astype(np.float32)
+
+
+class _Region(_Windowed):
+    def __init__(self):
+        self.starts = []
+
+    def separate_region(self, window, noise, anchors, *, start, emit):
+        self.starts.append(start)
+        t, r = self.separate(window)
+        return t[emit], r[emit]
+
+
+@pytest.mark.parametrize("frames", PLANS[:2])
+def test_region_separator_gets_stream_positions_and_matches_whole_window_path(frames):
+    plan = _plan(*frames)
+    x = _signal(plan.window * 2 + 777)
+    outs = []
+    for sep in (_Windowed(), _Region()):
+        eng = Engine(sep, plan, skip_ahead=False)
+        tgt = Collect()
+        eng.add_sink(FileSink(tgt, "target"))
+        run_fast(eng, (x[i : i + 5000] for i in range(0, len(x), 5000)), "speech")
+        outs.append(tgt.data)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    starts = np.asarray(sep.starts)
+    assert starts[0] == plan.first_end - plan.window  # the padded first window starts before 0
+    assert (np.diff(starts) == plan.hop).all()
+
+
+def test_region_separator_returning_a_whole_window_is_an_invalid_window():
+    class Wrong(_Region):
+        def separate_region(self, window, noise, anchors, *, start, emit):
+            return self.separate(window)
+
+    plan = _plan(25, 5, 2, 1)
+    x = _signal(plan.window * 2)
+    eng = Engine(Wrong(), plan, skip_ahead=False)
+    tgt = Collect()
+    eng.add_sink(FileSink(tgt, "target"))
+    run_fast(eng, (x[i : i + 5000] for i in range(0, len(x), 5000)), "speech")
+    assert eng.worker.counters.invalid_windows > 0
+    np.testing.assert_array_equal(tgt.data, x)  # the dry policy, exactly

@@ -4,6 +4,8 @@ Time is simulated: the slow separator advances the simulated duplex device by it
 while it runs, so the test is deterministic and takes no wall-clock time.
 """
 
+import time
+
 import numpy as np
 import pytest
 from engine_sim import Duplex
@@ -123,3 +125,22 @@ def test_warm_up_times_real_work_not_silence():
     plan = WindowPlan.from_seconds(SR, HOP)
     warm_up(Recorder(), plan)
     assert seen and all(size == nz == plan.window for size, nz in seen)
+
+
+def test_warm_up_returns_the_slowest_steady_window_and_drives_region_separators_in_order():
+    from streamsep.engine.engine import warm_up
+
+    class Timed(Passthrough):
+        def __init__(self, delays):
+            self.delays, self.starts = list(delays), []
+
+        def separate_region(self, window, noise, anchors, *, start, emit):
+            self.starts.append(start)
+            time.sleep(self.delays.pop(0) if self.delays else 0.0)
+            return window[emit], np.zeros(emit.stop - emit.start, np.float32)
+
+    plan = WindowPlan.from_seconds(SR, HOP)
+    sep = Timed([0.3, 0.01, 0.12, 0.01])  # the first (compiling) window does not count
+    t = warm_up(sep, plan, settle_s=0.2)
+    assert 0.12 <= t < 0.3
+    assert sep.starts == [i * plan.hop for i in range(len(sep.starts))]

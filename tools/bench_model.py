@@ -1,24 +1,33 @@
 """Per-stage timings of the SAM-Audio port with random weights (no checkpoint needed).
 
     python tools/bench_model.py [--preset small] [--seconds 10] [--out bench.json]
+    python tools/bench_model.py --dit [--dtypes float32,bfloat16] [--out dit.json]
 
 Stages on one window: codec encode, T5 on an 8-token prompt, one DiT forward (one vector-field
 evaluation, the unit an ODE step costs once for euler, twice for midpoint) and the decode of target
 and residual (the 2-item batch ``separate`` decodes). Each stage is warmed up once and timed as the
 best of ``--reps`` runs, in float32 and bfloat16. The DiT forward is also timed in a subprocess with
 ``STREAMSEP_NO_BLAS_PRELOAD=1`` to show what the OpenBLAS preload buys on Linux.
+
+``--dit`` reports the DiT against the machine instead: float32 GEMM throughput measured through
+``mx.matmul`` at the DiT's own shapes and at 2048³, the analytic FLOPs of one vector-field
+evaluation (every matmul and convolution, attention included), and each way of running it (MLX's
+native kernels op by op, the CPU forms op by op, the compiled ODE step, the pipelined solve) in
+ms, GFLOP/s and as a fraction of the GEMM figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,8 +39,10 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-from streamsep.sam_audio.config import PRESETS, preset  # noqa: E402
+from streamsep.sam_audio import dit as dit_module  # noqa: E402
+from streamsep.sam_audio.config import PRESETS, SAMAudioConfig, preset  # noqa: E402
 from streamsep.sam_audio.model import SAMAudio  # noqa: E402
+from streamsep.sam_audio.ode import CompiledSteps, step_times  # noqa: E402
 from streamsep.sam_audio.t5 import T5Config  # noqa: E402
 
 STAGES = ("codec_encode", "t5", "dit_forward", "decode")
@@ -133,6 +144,230 @@ def bench(
     }
 
 
+# ---------------------------------------------------------------------------- DiT vs the machine
+TEXT_TOKENS = 8
+
+
+def dit_flops(config: SAMAudioConfig, frames: int, text_tokens: int = TEXT_TOKENS) -> dict:
+    """FLOPs (2 per multiply-add) of one vector-field evaluation for one item, by part: the input
+    projection, the x-embedder's two k=3 convolutions, the DiT layers' projections, FFN and
+    attention (q kᵀ and p v), the output head, and the small time/text paths."""
+    c = config.transformer
+    T, L, D, F = frames, text_tokens, c.dim, c.ffn_hidden_dim
+    parts = {
+        "input_proj": 2 * T * config.in_channels * D,
+        "x_embedder": 2 * (2 * T * 3 * D * D),
+        "projections": c.n_layers * (4 * 2 * T * D * D + 2 * 2 * T * D * D + 2 * 2 * L * D * D),
+        "ffn": c.n_layers * 3 * 2 * T * D * F,
+        "attention": c.n_layers * (2 * 2 * T * T * D + 2 * 2 * T * L * D),
+        "output": 2 * T * D * c.out_channels,
+        "time_and_text": 2 * c.frequency_embedding_dim * D * 2
+        + 2 * D * D
+        + 2 * D * 6 * D
+        + 2 * L * config.text_encoder.dim * D
+        + 3 * 2 * L * c.context_dim * D,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class Gemm:
+    """float32 ``mx.matmul`` (activations @ weightᵀ, as nn.Linear) at the DiT's shapes and at
+    2048³; ``dit_mix`` is their FLOP-weighted mix as in one evaluation (6 T×D×D, 2 T×D×F and
+    one T×F×D per layer), the figure the DiT's matmuls could reach at best."""
+
+    def __init__(self, config: SAMAudioConfig, frames: int):
+        c = config.transformer
+        T, D, F = frames, c.dim, c.ffn_hidden_dim
+        # name: (M, K, N, count per layer)
+        self.shapes = {
+            "TxDxD": (T, D, D, 6),
+            "TxDxF": (T, D, F, 2),
+            "TxFxD": (T, F, D, 1),
+            "2048^3": (2048, 2048, 2048, 0),
+        }
+        rng = np.random.default_rng(0)
+        self.arrays = {}
+        for name, (m, k, n, _) in self.shapes.items():
+            a = mx.array(rng.standard_normal((m, k)).astype(np.float32))
+            w = mx.array(rng.standard_normal((n, k)).astype(np.float32))
+            mx.eval(a, w, a @ w.T)
+            self.arrays[name] = (a, w)
+        self.best = dict.fromkeys(self.shapes, math.inf)
+
+    def probe(self) -> None:
+        """Time each shape once more, keeping the best."""
+        for name, (a, w) in self.arrays.items():
+            self.best[name] = min(self.best[name], _seconds(lambda a=a, w=w: mx.eval(a @ w.T)))
+
+    def gflops(self) -> dict[str, float]:
+        out = {}
+        mix_flops = mix_seconds = 0.0
+        for name, (m, k, n, count) in self.shapes.items():
+            flops = 2.0 * m * k * n
+            out[name] = round(flops / self.best[name] / 1e9, 1)
+            mix_flops += count * flops
+            mix_seconds += count * self.best[name]
+        out["dit_mix"] = round(mix_flops / mix_seconds / 1e9, 1)
+        # The larger of the two, so the fraction below is the conservative one.
+        out["reference"] = max(out["dit_mix"], out["2048^3"])
+        return out
+
+
+def dit_variants(model: SAMAudio, frames: int) -> list[tuple[str, str, Callable[[], Any], int]]:
+    """(name, DiT compute path, run once, vector-field evaluations per run) for each way of
+    running one evaluation of ``model`` on a ``frames``-long window."""
+    rng = np.random.default_rng(0)
+    text_dim = model.text_encoder.config.d_model
+    hidden = mx.array(rng.standard_normal((1, TEXT_TOKENS, text_dim)).astype(np.float32))
+    half = rng.standard_normal((1, frames, model.noise_channels // 2)).astype(np.float32)
+    feats = mx.array(np.concatenate([half, half], axis=-1))
+    cond = model.conditioning(feats, (hidden, mx.ones((1, TEXT_TOKENS), dtype=mx.bool_)))
+    noise = mx.array(rng.standard_normal((1, frames, model.noise_channels)).astype(np.float32))
+    args = (
+        cond.mixture,
+        cond.text_hidden,
+        cond.text_mask,
+        cond.anchor_ids,
+        cond.anchor_alignment,
+        cond.pad_mask,
+    )
+    mx.eval(noise, *args)
+
+    def field(t: mx.array, y: mx.array, *a: mx.array) -> mx.array:
+        return model.velocity(y, a[0], a[1], a[2], t, a[3], a[4], a[5])
+
+    def velocity() -> None:
+        mx.eval(field(mx.array(0.5), noise, *args))
+
+    compiled = CompiledSteps(field, inputs=model.state)
+    times = mx.array(step_times(0.25)[1])
+
+    def compiled_step() -> None:
+        mx.eval(compiled("euler", key=dit_module.cpu_forms())(noise, times, *args))
+
+    steps = 4
+
+    def solve() -> None:
+        mx.eval(model.solve(cond, noise, "euler", 1 / steps))
+
+    if mx.default_device().type != mx.DeviceType.cpu:
+        return [
+            ("native_eager", "native", velocity, 1),
+            ("native_compiled_step", "native", compiled_step, 1),
+            (f"solve_euler_{steps}_steps", "auto", solve, steps),
+        ]
+    return [
+        # MLX's kernels op by op: the code before the CPU forms.
+        ("native_eager", "native", velocity, 1),
+        ("cpu_forms_eager", "cpu", velocity, 1),
+        ("cpu_forms_compiled_step", "cpu", compiled_step, 1),
+        # What separate/the engine run: compiled steps, one in flight behind the next.
+        (f"solve_euler_{steps}_steps", "auto", solve, steps),
+    ]
+
+
+def dit_main(args: argparse.Namespace, dtypes: list[str]) -> dict:
+    """Rounds that alternate the GEMM probe with every variant, keeping the best of each: on a
+    shared machine both see the same quiet moments, so their ratio stays meaningful."""
+    config = preset(args.preset)
+    frames = max(1, round(args.seconds * config.sample_rate / config.hop_length))
+    flops = dit_flops(config, frames)
+    gemm = Gemm(config, frames)
+    verbose = not args.quiet
+    runs = []
+    saved = dit_module.COMPUTE_PATH
+    try:
+        for dtype_name in dtypes:
+            model = build(args.preset, DTYPES[dtype_name])
+            variants = dit_variants(model, frames)
+            if DTYPES[dtype_name] != mx.float32:
+                # The CPU forms are float32-only (in bfloat16 they are the native path), and a
+                # whole solve adds nothing the single evaluations do not show.
+                variants = [v for v in variants if "eager" in v[0] or "compiled" in v[0]]
+                variants = [v for v in variants if not v[0].startswith("cpu_forms")]
+            best = {}
+            for round_ in range(args.reps + 1):  # round 0 warms up (traces, JIT kernels)
+                gemm.probe()
+                for name, path, fn, evaluations in variants:
+                    if name in best and best[name] * evaluations > args.budget:
+                        continue  # a run this slow is dominated by compute already
+                    dit_module.COMPUTE_PATH = path
+                    took = _seconds(fn) / evaluations
+                    if round_ > 0 or took * evaluations > args.budget:
+                        best[name] = min(best.get(name, math.inf), took)
+                    if verbose:
+                        print(
+                            f"  round {round_} {dtype_name:<9} {name:<26} {took * 1e3:8.1f} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+            runs.append(
+                {
+                    "dtype": dtype_name,
+                    "frames": frames,
+                    "flops": flops,
+                    "variants": {
+                        name: {
+                            "ms_per_evaluation": round(t * 1e3, 1),
+                            "gflops": round(flops["total"] / t / 1e9, 1),
+                        }
+                        for name, t in best.items()
+                    },
+                }
+            )
+    finally:
+        dit_module.COMPUTE_PATH = saved
+    gflops = gemm.gflops()
+    for run in runs:
+        for v in run["variants"].values():
+            v["fraction_of_sgemm"] = round(v["gflops"] / gflops["reference"], 3)
+    return {
+        "preset": args.preset,
+        "window_seconds": args.seconds,
+        "backend": runtime.backend_description(),
+        "load_average": _load(),
+        "rounds": args.reps,
+        "sgemm_gflops": gflops,
+        "dit_runs": runs,
+    }
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _print_dit_table(report: dict) -> None:
+    gemm = report["sgemm_gflops"]
+    print(
+        f"SAM-Audio {report['preset']} DiT, {report['window_seconds']:g} s window "
+        f"({report['dit_runs'][0]['frames']} frames); {report['backend']}; "
+        f"load {report['load_average']}"
+    )
+    print(
+        "float32 GEMM GFLOP/s: "
+        + ", ".join(f"{k} {v:g}" for k, v in gemm.items() if k != "reference")
+        + f"; reference {gemm['reference']:g}"
+    )
+    for run in report["dit_runs"]:
+        print(f"{run['dtype']}: {run['flops']['total'] / 1e9:.1f} GFLOP per evaluation")
+        print(f"  {'variant':<28}{'ms/eval':>10}{'GFLOP/s':>10}{'of sgemm':>10}")
+        for name, v in run["variants"].items():
+            print(
+                f"  {name:<28}{v['ms_per_evaluation']:>10.1f}{v['gflops']:>10.1f}"
+                f"{100 * v['fraction_of_sgemm']:>9.1f}%"
+            )
+
+
 def _no_blas_dit(preset_name: str, seconds: float, reps: int) -> float | None:
     env = dict(os.environ, STREAMSEP_NO_BLAS_PRELOAD="1")
     cmd = [
@@ -178,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-blas-compare", choices=("on", "off"), default="on")
     parser.add_argument("--out", help="write the JSON report here ('-' for stdout)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--dit", action="store_true", help="DiT throughput against measured sgemm (see above)"
+    )
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     dtypes = [d for d in args.dtypes.split(",") if d]
@@ -189,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
     if args.seconds <= 0 or args.reps < 1:
         parser.error("--seconds must be > 0 and --reps ≥ 1")
+    if args.dit:
+        report = dit_main(args, dtypes)
+        if not args.quiet:
+            _print_dit_table(report)
+        _write(report, args.out)
+        return 0
 
     report = {
         "preset": args.preset,
@@ -215,11 +459,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.quiet:
         _print_table(report)
-    if args.out == "-":
-        print(json.dumps(report, indent=2))
-    elif args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    _write(report, args.out)
     return 0
+
+
+def _write(report: dict, out: str | None) -> None:
+    if out == "-":
+        print(json.dumps(report, indent=2))
+    elif out:
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _print_table(report: dict) -> None:

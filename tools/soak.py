@@ -67,6 +67,7 @@ def _sample(s: rth.Session, t: float, recs: list[dict[str, Any]], last: dict[str
         "gc_pause_max_ms": max(gc) if gc else None,
         "jack_xruns_streamsep": xr["clients"].get(s.client, 0),
         "jack_xrun_events": xr["events"],
+        "steal_s_total": rth.steal_seconds(),
     }
     if cur is not None:
         out.update({
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace, knobs: list[str]) -> dict[str, Any]:
                                                              args.duration / 2)
     samples: list[dict[str, Any]] = []
     t0 = time.monotonic()
+    steal0 = rth.steal_seconds()
     jack = rth.JackServer.attach(args.server, args.server_log) if args.server else None
     with rth.live_session(wd, duration=args.duration, model=args.model, prompt=args.prompt,
                           knobs=knobs, residual=args.residual, play=args.play, load=args.load,
@@ -149,6 +151,7 @@ def run(args: argparse.Namespace, knobs: list[str]) -> dict[str, Any]:
         sig = s.harness.signal()
         client, log_mark, start_rec, command = s.client, s.log_mark, s.start_record, s.command
     wall = time.monotonic() - t0
+    steal1 = rth.steal_seconds()
     windows = [r for r in records if r.get("type") == "window"]
     end = next((r for r in records if r.get("type") == "end"), None)
     start_rec = start_rec or next((r for r in records if r.get("type") == "start"), {})
@@ -234,6 +237,7 @@ def run(args: argparse.Namespace, knobs: list[str]) -> dict[str, Any]:
         "reasons": fails,
         "command": command, "model": args.model, "knobs": knobs, "duration_s": args.duration,
         "load": args.load, "warmup_s": warmup, "wall_s": round(wall, 1), "workdir": str(wd),
+        "steal_s": None if steal0 is None or steal1 is None else round(steal1 - steal0, 2),
         "latency": {"reported_s": reported_s, "values_s": lat_values},
         "rss_mb": {"at_warmup": rss_base, "max_after_warmup": max(rss_after, default=None),
                    "growth": None if rss_growth is None else round(rss_growth, 2),
@@ -315,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['rss_mb']['growth']} MB; gc max {result['gc_pause_max_ms']} ms; xruns JACK "
           f"{result['xruns']['jack_streamsep']} / callbacks "
           f"{result['xruns']['server_wide_callbacks']} / streamsep "
-          f"{result['xruns']['streamsep_reported']}; JSON {path}")
+          f"{result['xruns']['streamsep_reported']}; CPU stolen by the host "
+          f"{result['steal_s']} s; JSON {path}")
     for r in result["reasons"]:
         print(f"  - {r}")
     return 1 if result["reasons"] else 0

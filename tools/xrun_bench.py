@@ -52,6 +52,7 @@ def measure(*, repo: str | None, streamsep: str | None, model: str, prompt: str,
             knobs: list[str], duration: float, load: int, residual: bool, play: str | None,
             gen: str | None, workdir: Path) -> dict[str, Any]:
     t0 = time.monotonic()
+    steal0 = rth.steal_seconds()
     with rth.live_session(workdir, duration=duration, model=model, prompt=prompt, knobs=knobs,
                           residual=residual, play=play, gen=gen, load=load, repo=repo,
                           streamsep=streamsep) as s:
@@ -68,6 +69,7 @@ def measure(*, repo: str | None, streamsep: str | None, model: str, prompt: str,
         sig = s.harness.signal()
         log_mark = s.log_mark
         lines_all = s.jack.log_lines()
+    steal1 = rth.steal_seconds()
     during = rth.xrun_counts(lines[log_mark:])
     total = rth.xrun_counts(lines_all)
     records = rth.read_jsonl(workdir / "metrics.jsonl")
@@ -94,6 +96,7 @@ def measure(*, repo: str | None, streamsep: str | None, model: str, prompt: str,
     out = {
         "repo": repo or str(ROOT), "command": command, "model": model, "knobs": knobs,
         "duration_s": duration, "load": load, "wall_s": round(time.monotonic() - t0, 1),
+        "steal_s": None if steal0 is None or steal1 is None else round(steal1 - steal0, 2),
         "jack": {
             "client": client,
             "xrun_events": during["events"],
@@ -129,6 +132,7 @@ def baseline(*, duration: float, load: int, play: str | None, gen: str | None,
     """The harness alone, its output wired to its own input, under the same load: the xruns and
     wrong samples this machine produces without streamsep (the floor for the numbers above)."""
     t0 = time.monotonic()
+    steal0 = rth.steal_seconds()
     with rth.JackServer(log_dir=workdir) as jack:
         loadp = rth.start_load(load)
         try:
@@ -141,6 +145,7 @@ def baseline(*, duration: float, load: int, play: str | None, gen: str | None,
         finally:
             rth.stop_procs(loadp)
         xr = rth.xrun_counts(jack.log_lines())
+    steal1 = rth.steal_seconds()
     rec, sig = h.recording()[:, 0], h.signal()
     a = rth.align(rec, sig, summary["buffer_size"], first_search=4096)
     a.pop("chunks")
@@ -149,6 +154,7 @@ def baseline(*, duration: float, load: int, play: str | None, gen: str | None,
         "repo": "(harness alone)", "command": ["rtharness", "loopback"], "model": "loopback",
         "knobs": [], "duration_s": duration, "load": load,
         "wall_s": round(time.monotonic() - t0, 1),
+        "steal_s": None if steal0 is None or steal1 is None else round(steal1 - steal0, 2),
         "jack": {"client": None, "xrun_events": xr["events"], "xruns_streamsep": 0,
                  "xruns_harness_only": xr["only"].get(summary["client"], 0),
                  "xruns_driver": xr["driver"], "xruns_by_client": xr["clients"],
@@ -208,6 +214,7 @@ def table(results: list[dict[str, Any]]) -> str:
                                (Path(r["repo"]).name or r["repo"])),
         ("model / load", lambda r: f"{r['model']} / {r['load']} busy"),
         ("duration s", lambda r: f"{r['duration_s']:g}"),
+        ("CPU stolen by the host s", lambda r: r.get("steal_s")),
         ("JACK xruns (skipped cycles)", lambda r: r["jack"]["xrun_events"]),
         ("  with streamsep late", lambda r: r["jack"]["xruns_streamsep"]),
         ("  harness alone / driver timer", lambda r: f"{r['jack']['xruns_harness_only']} / "

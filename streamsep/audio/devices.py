@@ -7,8 +7,11 @@ Every stream runs the engine's C callback (``rt_callback`` in streamsep/engine/r
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -120,6 +123,15 @@ def check_rate(idx: int, kind: str, sample_rate: int) -> None:
             f"{sample_rate}; PipeWire: default.clock.rate)") from None
 
 
+def follows_server_default(idx: int) -> bool:
+    """Whether a device is ALSA's door to a sound server's default sink and source (``pulse``,
+    ``pipewire``, ``default``) rather than one particular device."""
+    sd = sounddevice()
+    d = sd.query_devices(idx)
+    return host_api(idx) == "ALSA" and d["name"] in ("pulse", "pipewire", "default",
+                                                     "sysdefault")
+
+
 def out_channels(idx: int) -> int:
     """Mono output is copied to the first two channels where the device has them."""
     sd = sounddevice()
@@ -133,16 +145,50 @@ def stream_latency(latency_s: float) -> float:
     return latency_s if 0 <= latency_s < 10 else 0.0
 
 
+ROUTE_VARS = ("PULSE_SINK", "PULSE_SOURCE")
+
+
+@contextlib.contextmanager
+def _routed(route: dict[str, str] | None) -> Iterator[None]:
+    """Point the PulseAudio streams opened inside at a given sink/source.
+
+    ALSA's ``pulse`` device connects to the sink and source that libpulse's ``PULSE_SINK`` /
+    ``PULSE_SOURCE`` name, read when the device is opened (a stream reconnecting at start keeps
+    them). PortAudio has no other way to name a PulseAudio node; the variables are set only
+    while the stream opens, before any other thread of ours runs, and restored after."""
+    if not route:
+        yield
+        return
+    old = {k: os.environ.get(k) for k in ROUTE_VARS}
+    try:
+        for k in ROUTE_VARS:
+            if k in route:
+                os.environ[k] = route[k]
+            else:
+                os.environ.pop(k, None)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def open_stream(kind: str, device: int | tuple[int, int], sample_rate: int, state: Any, *,
                 channels: int | tuple[int, int], blocksize: int = 0,
-                latency: str | float = "high") -> Any:
+                latency: str | float = "high", route: dict[str, str] | None = None) -> Any:
     """Create (not start) a PortAudio stream of ``kind`` ("duplex", "input" or "output") whose
-    callback is the C ``rt_callback`` over ``state`` (an engine.sinks.StreamState)."""
+    callback is the C ``rt_callback`` over ``state`` (an engine.sinks.StreamState).
+
+    ``route``: ``PULSE_SINK`` / ``PULSE_SOURCE`` for a stream on ALSA's ``pulse`` device (the
+    virtual microphone, a sink's monitor; see streamsep.audio.virtual)."""
     sd = sounddevice()
     try:
-        return sd._StreamBase(kind=kind, samplerate=sample_rate, blocksize=blocksize,
-                              device=device, channels=channels, dtype="float32",
-                              latency=latency, callback=state.callback, userdata=state.c)
+        with _routed(route):
+            return sd._StreamBase(kind=kind, samplerate=sample_rate, blocksize=blocksize,
+                                  device=device, channels=channels, dtype="float32",
+                                  latency=latency, callback=state.callback, userdata=state.c)
     except sd.PortAudioError as e:
         raise DeviceError(f"cannot open the audio stream: {e}; check the device with "
                           "`streamsep devices`, or try another --blocksize/--latency") from None

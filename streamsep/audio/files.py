@@ -20,18 +20,30 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from streamsep import console
+
 BLOCK_S = 1.0
 _EXT_FORMAT = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".aiff": "AIFF",
                ".aif": "AIFF", ".mp3": "MP3", ".au": "AU", ".caf": "CAF", ".w64": "W64"}
+#: Extensions of the files a folder given as input contributes (what libsndfile reads); each is
+#: still probed, and one that does not open as audio is skipped with a note.
+AUDIO_EXTENSIONS = (*_EXT_FORMAT, ".opus", ".aifc", ".rf64", ".snd", ".wv", ".voc", ".sd2",
+                    ".mat", ".pvf", ".xi", ".htk", ".sf", ".ircam", ".mpc", ".nist", ".sph")
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III"}
-#: Bytes per output sample of the uncompressed formats (mono 32-bit float, see output_format).
-_PCM_BYTES = {"WAV": 4, "RF64": 4, "W64": 4, "CAF": 4, "AIFF": 4, "AU": 4}
+_UNCOMPRESSED = ("WAV", "RF64", "W64", "CAF", "AIFF", "AU")
+#: Bytes per sample of each uncompressed subtype (the space check and the RF64 switch use them).
+_SUBTYPE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3,
+                  "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+#: Input subtypes an output copies by default (where its format allows): the linear ones and
+#: the telephone companders. ADPCM, GSM and the like are not worth re-encoding separated audio
+#: into; lossy codecs are never copied into a lossless container (nothing to preserve).
+_COPYABLE = set(_SUBTYPE_BYTES)
 #: A RIFF/AIFF/AU size field is 32 bits: past this (less room for the header chunks) the data
 #: length wraps and readers see only its remainder.
 _SIZE32_LIMIT = 2**32 - 1 - 64 * 1024
@@ -46,11 +58,11 @@ class AudioFileError(ValueError):
 
 
 def _note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
+    console.note(text)
 
 
 def _warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)
+    console.warn(text)
 
 
 @dataclass(frozen=True)
@@ -266,15 +278,18 @@ def read_blocks(path: str, sample_rate: int, *, block_s: float = BLOCK_S,
                 info: AudioInfo | None = None,
                 note: Callable[[str], None] | None = _note,
                 warn: Callable[[str], None] | None = _warn,
-                stats: ReadStats | None = None) -> Iterator[np.ndarray]:
+                stats: ReadStats | None = None,
+                keep_channels: bool = False) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at ``sample_rate``; downmixes and resamples (saying so once).
 
-    The file is opened here, not at the first block, so that errors (and libmpg123's chatter,
-    silenced) come before any thread runs. ``stats`` receives the frames decoded; when the
-    data ends before the header says, ``warn`` gets one line saying how much is missing."""
+    With ``keep_channels`` the blocks are (frames, channels) instead, every channel resampled
+    alike and nothing downmixed. The file is opened here, not at the first block, so that
+    errors (and libmpg123's chatter, silenced) come before any thread runs. ``stats`` receives
+    the frames decoded; when the data ends before the header says, ``warn`` gets one line
+    saying how much is missing."""
     info = info or probe(path)
     changes = []
-    if info.channels > 1:
+    if info.channels > 1 and not keep_channels:
         changes.append(f"downmixing {info.channels} channels to mono")
     if info.sample_rate != sample_rate:
         changes.append(f"resampling {info.sample_rate} Hz to {sample_rate} Hz")
@@ -283,19 +298,23 @@ def read_blocks(path: str, sample_rate: int, *, block_s: float = BLOCK_S,
     stats = stats if stats is not None else ReadStats.for_file(info)
     f = _open_read(path)
     return _mono_blocks(f, path, sample_rate, info, stats, warn,
-                        max(1, int(block_s * info.sample_rate)))
+                        max(1, int(block_s * info.sample_rate)), keep_channels)
 
 
 def _mono_blocks(f: sf.SoundFile, path: str, sample_rate: int, info: AudioInfo,
                  stats: ReadStats, warn: Callable[[str], None] | None,
-                 frames: int) -> Iterator[np.ndarray]:
+                 frames: int, keep_channels: bool = False) -> Iterator[np.ndarray]:
     rs = None
+    nch = info.channels if keep_channels else 1
     if info.sample_rate != sample_rate:
-        rs = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32",
+        rs = soxr.ResampleStream(info.sample_rate, sample_rate, nch, dtype="float32",
                                  quality="HQ")
     for x in _blocks(f, frames, stats):
-        mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
-        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if keep_channels:
+            mono = np.ascontiguousarray(x, dtype=np.float32)
+        else:
+            mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
+            mono = np.ascontiguousarray(mono, dtype=np.float32)
         if rs is not None:
             mono = rs.resample_chunk(mono)
         if len(mono):
@@ -307,7 +326,8 @@ def _mono_blocks(f: sf.SoundFile, path: str, sample_rate: int, info: AudioInfo,
     if stats.missing and warn is not None:
         warn(short_read_message(path, stats))
     if rs is not None:
-        tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
+        tail = rs.resample_chunk(np.zeros((0, nch) if keep_channels else 0, np.float32),
+                                 last=True)
         if len(tail):
             yield tail
 
@@ -329,9 +349,15 @@ def read_audio(path: str, sample_rate: int = 48000,
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
-def output_format(path: str, frames: int | None = None) -> tuple[str, str | None]:
-    """(format, subtype) for an output path, from its extension; with the mono output's
-    ``frames``, a WAV too large for 32-bit sizes becomes RF64 (see ``container_limit``)."""
+def output_format(path: str, frames: int | None = None, *, channels: int = 1,
+                  subtype: str | None = None, like: str | None = None) -> tuple[str, str | None]:
+    """(format, subtype) for an output path, from its extension.
+
+    ``subtype`` is the one asked for (``--subtype``), checked against the format; without it
+    the input's subtype ``like`` where the format can hold it (a 16-bit WAV gives 16-bit
+    outputs), else 32-bit float for the uncompressed formats (the engine works in float32, so
+    nothing is lost or clipped), 24-bit for FLAC and the codec's own for OGG and MP3. With the
+    output's ``frames``, a WAV too large for 32-bit sizes becomes RF64 (``container_limit``)."""
     ext = os.path.splitext(path)[1].lower()
     fmt = _EXT_FORMAT.get(ext)
     if fmt is None or fmt not in sf.available_formats():
@@ -339,52 +365,87 @@ def output_format(path: str, frames: int | None = None) -> tuple[str, str | None
                                if f in sf.available_formats()}))
         raise AudioFileError(f"cannot write {path}: unknown audio format {ext or '(none)'!r}; "
                              f"use one of {ok}")
-    # WAV as 32-bit float: the engine works in float32, so nothing is lost or clipped.
-    subtype = "FLOAT" if fmt in ("WAV", "W64", "CAF", "AIFF", "AU") else None
-    if frames is not None and container_limit(fmt, frames):
+    if subtype is not None:
+        subtype = subtype.strip().upper()
+        if not sf.check_format(fmt, subtype):
+            ok = ", ".join(sorted(sf.available_subtypes(fmt)))
+            raise AudioFileError(f"--subtype {subtype} cannot be written to {ext} ({path}): "
+                                 f"use one of {ok}, or another extension")
+    else:
+        subtype = _default_subtype(fmt, like)
+    if frames is not None and container_limit(fmt, frames, channels, subtype):
         if fmt == "WAV":
             fmt = "RF64"
         else:
             raise AudioFileError(
-                f"cannot write {path}: {output_bytes(fmt, frames) / 1e9:.1f} GB of audio is "
-                f"more than a {ext} file can hold (4 GiB); use .wav (written as RF64), .w64, "
-                ".caf or .flac")
+                f"cannot write {path}: {output_bytes(fmt, frames, channels, subtype) / 1e9:.1f} "
+                f"GB of audio is more than a {ext} file can hold (4 GiB); use .wav (written as "
+                "RF64), .w64, .caf or .flac")
     return fmt, subtype
 
 
-def output_bytes(fmt: str, frames: int, channels: int = 1) -> int:
+def _default_subtype(fmt: str, like: str | None) -> str | None:
+    if like is not None and like in _COPYABLE and sf.check_format(fmt, like):
+        return like
+    if fmt in _UNCOMPRESSED:
+        return "FLOAT"
+    if fmt == "FLAC" and like is not None:
+        return "PCM_24"  # the most FLAC holds: a float or lossy input loses the least
+    return None  # FLAC without an input to follow (16-bit), OGG (Vorbis), MP3 (layer III)
+
+
+def output_bytes(fmt: str, frames: int, channels: int = 1, subtype: str | None = "FLOAT") -> int:
     """Bytes of sample data for ``frames`` of an uncompressed ``fmt`` (0 when compressed)."""
-    return int(frames) * channels * _PCM_BYTES.get(fmt, 0)
+    if fmt not in _UNCOMPRESSED:
+        return 0
+    return int(frames) * channels * _SUBTYPE_BYTES.get(subtype or "FLOAT", 4)
 
 
-def container_limit(fmt: str, frames: int, channels: int = 1) -> bool:
+def container_limit(fmt: str, frames: int, channels: int = 1,
+                    subtype: str | None = "FLOAT") -> bool:
     """Whether ``frames`` of ``fmt`` overflow its 32-bit size fields (WAV, AIFF, AU): a plain
     WAV past 4 GiB (6 h 12 min of mono float at 48 kHz) reads back as its first part only."""
-    return fmt in ("WAV", "AIFF", "AU") and output_bytes(fmt, frames, channels) > _SIZE32_LIMIT
+    return (fmt in ("WAV", "AIFF", "AU")
+            and output_bytes(fmt, frames, channels, subtype) > _SIZE32_LIMIT)
 
 
-def check_space(outputs: list[tuple[str, int]]) -> None:
-    """Raise AudioFileError if the uncompressed outputs, (path, frames) each, cannot fit on
-    their disks; checked before any work, so that a long run does not die at 95 %."""
+class OutputSpec(NamedTuple):
+    """An output the space check counts: its path, frames, channels and subtype."""
+
+    path: str
+    frames: int
+    channels: int = 1
+    subtype: str | None = None
+    like: str | None = None  # the input's subtype, where ``subtype`` is left to the default
+
+
+def check_space(outputs: list[tuple[Any, ...]]) -> None:
+    """Raise AudioFileError if the uncompressed outputs, ``OutputSpec`` or (path, frames)
+    each, cannot fit on their disks; checked before any work, so that a long run does not die
+    at 95 %."""
     need: dict[int, list[Any]] = {}
-    for path, frames in outputs:
-        fmt, _ = output_format(path, frames)
-        folder = os.path.dirname(os.path.abspath(path))
+    for spec in outputs:
+        o = OutputSpec(*spec)
+        fmt, subtype = output_format(o.path, o.frames, channels=o.channels, subtype=o.subtype,
+                                     like=o.like)
+        folder = os.path.dirname(os.path.abspath(o.path))
         try:
             dev = os.stat(folder).st_dev
         except OSError:
             continue
         entry = need.setdefault(dev, [folder, 0, []])
-        entry[1] += output_bytes(fmt, frames)
-        entry[2].append(path)
+        entry[1] += output_bytes(fmt, o.frames, o.channels, subtype)
+        entry[2].append(o.path)
     for folder, size, paths in need.values():
         try:
             free = shutil.disk_usage(folder).free
         except OSError:
             continue
         if size > free:
+            shown = " and ".join(paths) if len(paths) <= 2 else \
+                f"{paths[0]} and {len(paths) - 1} more outputs"
             raise AudioFileError(
-                f"not enough space for {' and '.join(paths)}: the disk holding {folder} has "
+                f"not enough space for {shown}: the disk holding {folder} has "
                 f"{_size(free)} free and the output needs {_size(size)}; free space, write "
                 "elsewhere, or write .flac")
 
@@ -396,9 +457,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_writable(path: str) -> None:
+def check_writable(path: str, *, subtype: str | None = None) -> None:
     """Raise AudioFileError if ``path`` cannot be written (checked before any work starts)."""
-    output_format(path)
+    output_format(path, subtype=subtype)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise AudioFileError(f"cannot write {path}: it is a directory; give a file name")
@@ -410,32 +471,41 @@ def check_writable(path: str) -> None:
 
 
 class SafeWriter:
-    """Mono file writer: temp file in the same folder, renamed into place on close.
+    """File writer: temp file in the same folder, renamed into place on close.
 
     ``close()`` always keeps what was written (also after an error or Ctrl-C when used as a
     context manager); only a file with no samples at all is discarded, leaving any existing file
     untouched. A write that fails (full disk) closes the file the same way, then raises one
     AudioFileError naming the file and the fix; later writes are ignored. ``frames``, when
     known, is the output length, from which a WAV past 4 GiB is written as RF64 (with a note).
+    ``channels`` > 1 takes (frames, channels) blocks; ``subtype`` and ``like`` are
+    ``output_format``'s (the default: 32-bit float WAV).
     """
 
-    def __init__(self, path: str, sample_rate: int, frames: int | None = None):
+    def __init__(self, path: str, sample_rate: int, frames: int | None = None, *,
+                 channels: int = 1, subtype: str | None = None, like: str | None = None):
         check_writable(path)
         self.path = path
         self.sample_rate = int(sample_rate)
-        fmt, subtype = output_format(path, frames)
+        self.channels = int(channels)
+        fmt, subtype = output_format(path, frames, channels=self.channels, subtype=subtype,
+                                     like=like)
         if fmt == "RF64":
-            _note(f"{path}: {output_bytes(fmt, frames or 0) / 2**30:.1f} GiB is past the 4 GiB "
+            size = output_bytes(fmt, frames or 0, self.channels, subtype)
+            _note(f"{path}: {size / 2**30:.1f} GiB is past the 4 GiB "
                   "a plain WAV can hold; writing it as RF64 (64-bit WAV, read by sox, ffmpeg "
                   "and libsndfile)")
         self.format = fmt
+        self.subtype = subtype
+        # bytes one frame takes at most on the disk (the free-space watch); float32 for codecs
+        self._frame_bytes = self.channels * max(4, _SUBTYPE_BYTES.get(subtype or "", 4))
         self._float = subtype in _FLOAT_SUBTYPES or fmt in ("OGG", "MP3")
         self.folder = os.path.dirname(os.path.abspath(path))
         base = os.path.basename(path)
         self.tmp = os.path.join(self.folder, f".{base}.{os.getpid()}.partial")
         try:
-            self._f = sf.SoundFile(self.tmp, "w", samplerate=self.sample_rate, channels=1,
-                                   format=fmt, subtype=subtype)
+            self._f = sf.SoundFile(self.tmp, "w", samplerate=self.sample_rate,
+                                   channels=self.channels, format=fmt, subtype=subtype)
         except (RuntimeError, sf.LibsndfileError) as e:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
@@ -450,7 +520,8 @@ class SafeWriter:
     def write(self, x: Any) -> None:
         if self.closed:
             return  # after a failed write: the file is already finalized
-        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        x = np.asarray(x, dtype=np.float32)
+        x = x.reshape(-1) if self.channels == 1 else x.reshape(-1, self.channels)
         if not len(x):
             return
         if not self._float:
@@ -458,7 +529,7 @@ class SafeWriter:
             if over.any():
                 self.clipped += int(over.sum())
                 x = np.clip(x, -1.0, 1.0)
-        need = 4 * len(x) + _DISK_RESERVE  # no format here stores more than float32
+        need = self._frame_bytes * len(x) + _DISK_RESERVE
         if self._room < need:
             self._room = self._free_bytes()  # measured only when the estimate runs low
             if self._room < need:
@@ -467,7 +538,7 @@ class SafeWriter:
             self._f.write(x)
         except (RuntimeError, sf.LibsndfileError, OSError) as e:
             self._fail(self._reason(e))
-        self._room -= 4 * len(x)
+        self._room -= self._frame_bytes * len(x)
         self.frames += len(x)
 
     def _fail(self, reason: str) -> None:
@@ -534,7 +605,9 @@ class SafeWriter:
             self.failed = True
             raise AudioFileError(self._failure(problem))
         if self.clipped:
-            _note(f"{self.path}: {self.clipped} samples above full scale were clipped")
+            _note(f"{self.path}: {self.clipped} samples above full scale were clipped "
+                  f"({self.subtype or self.format} holds at most 1.0; a .wav with --subtype "
+                  "FLOAT keeps them)")
 
     def __enter__(self) -> SafeWriter:
         return self
@@ -552,10 +625,11 @@ class ResamplingWriter:
     def __init__(self, writer: SafeWriter, in_rate: int, frames: int | None):
         self.writer = writer
         self.frames = frames
+        self.channels = getattr(writer, "channels", 1)
         self.rs = None
         if in_rate != writer.sample_rate:
-            self.rs = soxr.ResampleStream(in_rate, writer.sample_rate, 1, dtype="float32",
-                                          quality="HQ")
+            self.rs = soxr.ResampleStream(in_rate, writer.sample_rate, self.channels,
+                                          dtype="float32", quality="HQ")
         self.done = 0
 
     def _put(self, y: np.ndarray) -> None:
@@ -568,14 +642,17 @@ class ResamplingWriter:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self._put(self.rs.resample_chunk(x) if self.rs is not None else x)
 
+    def _zeros(self, n: int) -> np.ndarray:
+        return np.zeros(n if self.channels == 1 else (n, self.channels), np.float32)
+
     def close(self, complete: bool = True) -> None:
         """Flush; when ``complete``, pad to exactly ``frames`` (resampling rounds lengths)."""
         try:
             if not self.writer.closed:
                 if self.rs is not None:
-                    self._put(self.rs.resample_chunk(np.zeros(0, np.float32), last=True))
+                    self._put(self.rs.resample_chunk(self._zeros(0), last=True))
                 if complete and self.frames is not None and self.done < self.frames:
-                    self._put(np.zeros(self.frames - self.done, np.float32))
+                    self._put(self._zeros(self.frames - self.done))
         finally:
             self.writer.close()
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from streamsep.engine.metrics import Metrics
+from streamsep.engine.mixgate import MixGate
 from streamsep.engine.plan import WindowPlan
 from streamsep.engine.sinks import (
     XRUN_FLAGS,
@@ -32,6 +33,7 @@ from streamsep.engine.sinks import (
     now_s,
 )
 from streamsep.engine.worker import Worker
+from streamsep.separators.base import RegionSeparator
 
 __all__ = ["Engine", "FileSink", "PlaybackSink", "auto_budget", "warm_up"]
 
@@ -43,6 +45,9 @@ BUDGET_RAISE_AT = 0.9
 #: ... once this many windows are known, the first few (still warming up) left out.
 BUDGET_MIN_WINDOWS = 20
 BUDGET_SKIP_FIRST = 5
+#: Windows during which the hypervisor took more than this fraction of their wall time from the
+#: machine's CPUs are left out of the percentile.
+STOLEN_FRACTION = 0.1
 
 
 def auto_budget(plan: WindowPlan, compute_s: float) -> int:
@@ -54,22 +59,41 @@ def auto_budget(plan: WindowPlan, compute_s: float) -> int:
     return int(round(b * plan.sample_rate))
 
 
-def warm_up(separator: Any, plan: WindowPlan, runs: int = 2) -> float:
-    """Run the separator on full windows (MLX compiles on the first call); return the last
-    run's wall time in seconds.
+def warm_up(separator: Any, plan: WindowPlan, runs: int = 2, settle_s: float = 1.0) -> float:
+    """Run the separator on full windows (MLX compiles on the first call); return the slowest
+    steady-state window's wall time in seconds.
 
     The windows hold quiet noise, not silence: a separator may skip silent frames (the embedded
-    one does), and a warm-up that skips its work would set the budget far too low.
+    one does), and a warm-up that skips its work would set the budget far too low. A fast
+    separator runs a few more windows (up to ``settle_s`` seconds of them) and the slowest
+    counts: one quick window is a poor estimate of the tail that the budget must cover. A
+    separator with ``separate_region`` is driven as the engine drives it, on consecutive
+    windows, so that its per-stream caches are warm as they will be live.
     """
-    win = (1e-3 * np.random.default_rng(0).standard_normal(plan.window)).astype(np.float32)
+    most = runs + 8
+    stream = (1e-3 * np.random.default_rng(0).standard_normal(plan.window + most * plan.hop))
+    stream = stream.astype(np.float32)
     nch = int(getattr(separator, "noise_channels", 0) or 0)
     noise = np.zeros((plan.window_frames, nch), np.float32) if nch else None
-    dt = 0.0
-    for _ in range(runs):
+    region = isinstance(separator, RegionSeparator)
+    off = plan.emit_offset
+    emit = slice(off, off + plan.hop + plan.crossfade)
+    times: list[float] = []
+    spent = 0.0
+    i = 0
+    while i < runs or (spent < settle_s and i < most):
+        win = stream[i * plan.hop : i * plan.hop + plan.window]
         t0 = time.perf_counter()
-        separator.separate(win, noise, None)
+        if region:
+            separator.separate_region(win, noise, None, start=i * plan.hop, emit=emit)
+        else:
+            separator.separate(win, noise, None)
         dt = time.perf_counter() - t0
-    return dt
+        if i > 0:  # the first window compiles and builds caches
+            times.append(dt)
+            spent += dt
+        i += 1
+    return max(times) if times else dt
 
 
 class Engine:
@@ -105,6 +129,9 @@ class Engine:
         self.worker = Worker(separator, plan, self.input, seed=seed, overload=overload,
                              skip_ahead=skip_ahead, budget=self.budget if skip_ahead else None)
         self.worker.on_window = self._on_window
+        # --mix / --gate: off (mix 1, gate off) costs nothing; set from the CLI or stdin.
+        self.mixgate = MixGate(self.sr)
+        self.worker.post = self.mixgate
         if metrics is not None:
             self.worker.on_warning = metrics.warn
         self.playback: list[PlaybackSink] = []
@@ -116,6 +143,7 @@ class Engine:
         self._last_late = 0
         self._recent: deque[float] = deque(maxlen=BUDGET_WINDOWS)
         self.over_budget_windows = 0
+        self.stolen_windows = 0  # left out of the budget: the host stole their CPU time
         self._budget_seen = 0
         self._n, self._sum, self._max = 0, 0.0, 0.0  # compute per window, bounded memory
         self.latency_raises: list[dict[str, float]] = []
@@ -149,6 +177,10 @@ class Engine:
 
     def set_prompt(self, text: str) -> None:
         self.worker.set_prompt(text)
+
+    def use_mixgate(self, mixgate: MixGate) -> None:
+        """Use these --mix / --gate settings (before the run starts)."""
+        self.mixgate = self.worker.post = mixgate
 
     @property
     def device_latency_s(self) -> float:
@@ -246,7 +278,7 @@ class Engine:
                 p.corrector.observe(now, in_pos, out_pos)
 
     # -- compute budget -------------------------------------------------------------------------
-    def _follow_budget(self, compute: float) -> None:
+    def _follow_budget(self, compute: float, stolen: float = 0.0) -> None:
         """Raise the budget (and so the latency, once, announced) when recent compute needs it.
 
         The budget is never lowered during a run: latency is a contract, and lowering it would
@@ -257,6 +289,11 @@ class Engine:
         self._budget_seen += 1
         if self._budget_seen <= BUDGET_SKIP_FIRST:
             return  # first real windows still compile and fault memory in: not the steady state
+        if stolen > STOLEN_FRACTION * compute:
+            # The host held our CPUs off for part of this window (a virtual machine's steal
+            # time): the model did not get slower, so this window says nothing about the budget.
+            self.stolen_windows += 1
+            return
         self._recent.append(compute)
         if not self.adaptive_budget or len(self._recent) < BUDGET_MIN_WINDOWS:
             return
@@ -298,6 +335,7 @@ class Engine:
             "failed_windows": c.failed_windows,
             "invalid_windows": c.invalid_windows,
             "over_budget_windows": self.over_budget_windows,
+            "stolen_windows": self.stolen_windows,
         }
 
     def all_xruns(self) -> dict[str, int]:
@@ -322,7 +360,7 @@ class Engine:
         self._n += 1
         self._sum += compute
         self._max = max(self._max, compute)
-        self._follow_budget(compute)
+        self._follow_budget(compute, info.get("stolen", 0.0))
         if self.metrics is None:
             return
         s = self.plan.seconds
@@ -353,6 +391,10 @@ class Engine:
             "drift_ppm": ppm,
             "drift_corrected_samples": corrected,
             "skipped": info["skipped"],
+            "mix": self.mixgate.mix,
+            "gate": {"on": self.mixgate.gate_on, "open": self.mixgate.open,
+                     "gain": self.mixgate.gain, "threshold_db": self.mixgate.threshold_db,
+                     "closed_s": s(self.mixgate.closed_samples)},
             "gc_pause_max_ms": 1000.0 * gc_max,
             "callback_max_ms": 1000.0 * max((st.max_callback_s for st in self.streams),
                                             default=0.0),

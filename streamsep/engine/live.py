@@ -47,37 +47,44 @@ def _latency_arg(latency: str | float) -> str | float:
 
 def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
                  residual_idx: int | None = None, *, blocksize: int = 0,
-                 latency: str | float = "high", duplex: bool = True) -> list[Any]:
+                 latency: str | float = "high", duplex: bool = True,
+                 routes: dict[str, dict[str, str]] | None = None) -> list[Any]:
     """Create (not start) the streams; registers the engine's playback sinks.
 
     ``duplex=False`` opens separate input and output streams even on one device (tests use it to
-    exercise the drift-corrected path)."""
+    exercise the drift-corrected path). ``routes``: for "input", "target" and "residual", the
+    PulseAudio sink/source the stream is pointed at (``devices.open_stream(route=...)``)."""
     sr = engine.sr
     lat = _latency_arg(latency)
     streams: list[Any] = []
+    routes = routes or {}
     # PortAudio's JACK stream times count the server's frames, so a cycle that skipped us can
     # be found and filled in (rt.c); other host APIs' times are wall clocks: left alone.
     gaps = {"fill_gaps": devices.host_api(in_idx) == "JACK Audio Connection Kit"}
     try:
         if duplex and out_idx is not None and out_idx == in_idx:
             sink = engine.add_playback("target", own_clock=False)
-            ch = devices.out_channels(out_idx)
+            ch = _channels(out_idx, routes.get("target"))
             st = engine.stream_state(sink, feeds_input=True, out_channels=ch, **gaps)
             s = devices.open_stream("duplex", (in_idx, out_idx), sr, st, channels=(1, ch),
-                                    blocksize=blocksize, latency=lat)
+                                    blocksize=blocksize, latency=lat,
+                                    route={**routes.get("input", {}),
+                                           **routes.get("target", {})})
             engine.input_latency_s, sink.latency_s = (devices.stream_latency(float(v))
                                                       for v in s.latency)
             streams.append(s)
         else:
             st = engine.stream_state(None, feeds_input=True, **gaps)
             s = devices.open_stream("input", in_idx, sr, st, channels=1, blocksize=blocksize,
-                                    latency=lat)
+                                    latency=lat, route=routes.get("input"))
             engine.input_latency_s = devices.stream_latency(float(s.latency))
             streams.append(s)
             if out_idx is not None:
-                streams.append(_output_stream(engine, "target", out_idx, blocksize, lat))
+                streams.append(_output_stream(engine, "target", out_idx, blocksize, lat,
+                                              routes.get("target")))
         if residual_idx is not None:
-            streams.append(_output_stream(engine, "residual", residual_idx, blocksize, lat))
+            streams.append(_output_stream(engine, "residual", residual_idx, blocksize, lat,
+                                          routes.get("residual")))
     except devices.DeviceError:
         for s in streams:
             s.close()
@@ -85,21 +92,67 @@ def open_streams(engine: Engine, in_idx: int, out_idx: int | None,
     return streams
 
 
+def _channels(idx: int, route: dict[str, str] | None) -> int:
+    # A virtual microphone is a mono sink: mono in, so the server converts nothing and the
+    # recording program gets our samples unchanged (a stereo pair would be downmixed).
+    return 1 if route and "PULSE_SINK" in route else devices.out_channels(idx)
+
+
 def _output_stream(engine: Engine, which: str, idx: int, blocksize: int,
-                   lat: str | float) -> Any:
+                   lat: str | float, route: dict[str, str] | None = None) -> Any:
     """An output stream on its own clock, playing the engine's ``which`` signal."""
     sink = engine.add_playback(which, own_clock=True)
-    ch = devices.out_channels(idx)
+    ch = _channels(idx, route)
     st = engine.stream_state(sink, feeds_input=False, out_channels=ch,
                              fill_gaps=devices.host_api(idx) == "JACK Audio Connection Kit")
     s = devices.open_stream("output", idx, engine.sr, st, channels=ch, blocksize=blocksize,
-                            latency=lat)
+                            latency=lat, route=route)
     sink.latency_s = devices.stream_latency(float(s.latency))
     return s
 
 
-def _stdin_prompts(engine: Engine, stop: threading.Event) -> None:
-    """Each valid stdin line becomes the prompt from the first window after it is ready."""
+def command(engine: Engine, text: str) -> str:
+    """Carry out one typed line; returns the note that says what it did.
+
+    ``mix M`` and ``gate on|off|DB`` change the mix and the gate from the next window; ``prompt
+    TEXT`` and any other text become the prompt from the first window after it is ready."""
+    why = check_prompt_text(text)
+    if why is not None:
+        return why
+    text = text.strip()
+    word, _, arg = text.partition(" ")
+    word, arg = word.lower(), arg.strip()
+    mg = engine.mixgate
+    if word == "mix" and arg:
+        try:
+            mg.set_mix(float(arg))
+        except ValueError:
+            return (f"mix must be a number between 0 (the input) and 1 (the target only), got "
+                    f"{arg!r}; keeping {mg.requested[0]:g}")
+        return f"mix -> {mg.requested[0]:g} from the next window"
+    if word == "gate" and arg:
+        low = arg.lower()
+        if low in ("on", "off"):
+            mg.set_gate(on=low == "on")
+        else:
+            try:
+                db = float(low.removesuffix("db"))
+            except ValueError:
+                return f"gate takes on, off or a threshold in dB (e.g. gate -24), got {arg!r}"
+            try:
+                mg.set_gate(on=True, threshold_db=db)
+            except ValueError as e:
+                return f"{e}; keeping {mg.requested[2]:g} dB"
+        _, on, thr = mg.requested
+        return f"gate -> {'on' if on else 'off'} (threshold {thr:g} dB) from the next window"
+    if word == "prompt" and arg:
+        text = arg
+    engine.set_prompt(text)
+    return f"prompt -> {text!r} from the next window"
+
+
+def _stdin_commands(engine: Engine, stop: threading.Event) -> None:
+    """Each stdin line is a command (``command``): a new prompt, ``mix M``, ``gate ...``."""
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:
         return
@@ -108,13 +161,11 @@ def _stdin_prompts(engine: Engine, stop: threading.Event) -> None:
             return
         # Undecodable bytes become lone surrogates, which check_prompt_text names.
         text = raw.decode("utf-8", errors="surrogateescape").strip("\r\n")
-        why = check_prompt_text(text)
-        if why is not None:
-            print(f"note: {why}", file=sys.stderr)
-            continue
-        text = text.strip()
-        engine.set_prompt(text)
-        print(f"note: prompt -> {text!r} from the next window", file=sys.stderr)
+        said = command(engine, text)
+        if engine.metrics is not None:
+            engine.metrics.note(said)  # keeps the status line in its place on a terminal
+        else:
+            print(f"note: {said}", file=sys.stderr)
 
 
 def _device_problem(engine: Engine, streams: list[Any], started_at: float) -> str | None:
@@ -163,7 +214,8 @@ def _run(engine: Engine, streams: list[Any], prompt: str, duration: float | None
             started.append(s)
         t_start = time.monotonic()
         if read_stdin and sys.stdin is not None and not sys.stdin.closed:
-            threading.Thread(target=_stdin_prompts, args=(engine, stop), daemon=True).start()
+            threading.Thread(target=_stdin_commands, args=(engine, stop),
+                             daemon=True).start()
         t_end = None if duration is None else t_start + duration
         while not stop.is_set():
             if engine.error is not None:

@@ -1,4 +1,4 @@
-"""Per-window figures: a rate-limited status line on stderr and JSON lines.
+"""Per-window figures: a rate-limited, compact status line on stderr and JSON lines.
 
 JSON lines schema (``--metrics-json PATH|-``): one object per line.
 
@@ -32,6 +32,9 @@ JSON lines schema (``--metrics-json PATH|-``): one object per line.
     ``drift_ppm`` (input clock minus output clock, null without a separate output clock),
     ``drift_corrected_samples`` (samples repeated (+) or dropped (-) to hold latency),
     ``skipped`` (windows skipped right before this one),
+    ``mix`` (the dry/wet mix in force for this window's block: 1 = target only),
+    ``gate``: ``on``, ``open``, ``gain`` (0..1 at the block's end), ``threshold_db`` (relative to
+    the input), ``closed_s`` (cumulative seconds emitted with the gate fully closed),
     ``gc_pause_max_ms`` (longest Python garbage collection since the previous record),
     ``callback_max_ms`` (longest device callback so far; the callbacks are C).
 
@@ -48,7 +51,9 @@ stream has them all.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import threading
 import time
 from collections import deque
 from typing import IO, Any
@@ -56,24 +61,40 @@ from typing import IO, Any
 KEEP_WINDOWS = 600
 
 
-def _fmt_status(m: dict[str, Any]) -> str:
+#: The status line never gets wider than this (or the terminal, if narrower): it is redrawn in
+#: place, and a line that wraps cannot be.
+STATUS_WIDTH = 80
+
+
+def _fmt_status(m: dict[str, Any], width: int = STATUS_WIDTH) -> str:
+    """The compact status line, at most ``width - 1`` characters: the least important figures are
+    left out when it would not fit (the full record is in --metrics-json)."""
     lat = m["latency"]
     c = m["counters"]
-    x = m["xruns"]["events"]
-    speed = m["speed"]
+    gate = m.get("gate") or {}
+    # (priority, text): lower is kept first; shown in list order.
     parts = [
-        f"win {m['window']}",
-        f"rtf {m['rtf']:.2f} ({speed:.1f}x)" if speed is not None else f"rtf {m['rtf']:.2f}",
-        f"latency {lat['total_s']:.2f} s = alg {lat['algorithmic_s']:.2f} + compute "
-        f"{lat['compute_s']:.2f} + buffer {lat['buffer_s']:.2f} + device {lat['device_s']:.3f}",
-        f"ring in {m['ring']['input_s']:.2f} out {m['ring']['playback_s']:.2f} s",
-        f"drops {c['dropped_windows']} ({c['dropped_s']:.1f} s)",
-        f"underrun {c['underrun_s']:.2f} s",
-        f"xruns {x}",
+        (0, f"win {m['window']}"),
+        (0, f"rtf {m['rtf']:.2f}"),
+        (0, f"lat {lat['total_s']:.2f} s"),
+        (3, f"(buffer {lat['buffer_s']:+.2f})"),
+        (2, f"drops {c['dropped_windows']}"),
+        (1, f"under {c['underrun_s']:.2f} s"),
+        (1, f"xruns {m['xruns']['events']}"),
     ]
     if m.get("drift_ppm") is not None:
-        parts.append(f"drift {m['drift_ppm']:+.0f} ppm")
-    return " | ".join(parts)
+        parts.append((4, f"drift {m['drift_ppm']:+.0f} ppm"))
+    if m.get("mix", 1.0) != 1.0:
+        parts.append((1, f"mix {m['mix']:.2f}"))
+    if gate.get("on"):
+        parts.append((1, "gate " + ("open" if gate.get("open") else "closed")))
+    keep: set[int] = set()
+    used = -2
+    for i in sorted(range(len(parts)), key=lambda i: parts[i][0]):
+        if used + 2 + len(parts[i][1]) <= width - 1:
+            keep.add(i)
+            used += 2 + len(parts[i][1])
+    return "  ".join(text for i, (_, text) in enumerate(parts) if i in keep)
 
 
 class Metrics:
@@ -90,7 +111,9 @@ class Metrics:
         self._last_status = -1e9
         self._last_warn: dict[str, float] = {}
         self._tty = bool(status is not None and getattr(status, "isatty", lambda: False)())
-        self._status_shown = False
+        self._status_shown = False  # the status line is the line just above the cursor
+        self._last_line = ""
+        self._lock = threading.Lock()  # the worker (status, warnings) and stdin (notes) write
         # Bounded: a run of days at 40 ms hops must not grow (the JSON stream keeps everything).
         self.windows: deque[dict[str, Any]] = deque(maxlen=KEEP_WINDOWS)
 
@@ -109,13 +132,40 @@ class Metrics:
         now = time.monotonic()
         if self.status is not None and now - self._last_status >= self.interval_s:
             self._last_status = now
-            line = _fmt_status(m)
-            if self._tty:
-                self.status.write("\r\033[K" + line)
+            self._last_line = _fmt_status(m, self._width())
+            self._draw(self._last_line)
+
+    def _width(self) -> int:
+        if not self._tty:
+            return STATUS_WIDTH
+        return max(20, min(STATUS_WIDTH, shutil.get_terminal_size((STATUS_WIDTH, 24)).columns))
+
+    def _draw(self, line: str) -> None:
+        """On a terminal the status line sits on the line above the cursor, and the cursor stays
+        where it is: the line below is the user's, who may be typing a prompt there (echoed by
+        the terminal), and redrawing never touches it. Elsewhere each status is a line."""
+        with self._lock:
+            if not self._tty:
+                self.status.write(line + "\n")
+            elif self._status_shown:
+                # save the cursor, up one line, clear it, write, restore the cursor
+                self.status.write("\0337\033[1A\r\033[2K" + line + "\0338")
             else:
                 self.status.write(line + "\n")
+                self._status_shown = True
             self.status.flush()
-            self._status_shown = True
+
+    def note(self, text: str, kind: str = "note") -> None:
+        """A line that stays (``kind: text``), then the status line again below it."""
+        if self.status is None:
+            return
+        with self._lock:
+            self.status.write(f"{kind}: {text}\n")
+            self.status.flush()
+            # The lines written since moved the status line out of reach above the cursor.
+            self._status_shown = False
+        if self._tty and self._last_line:
+            self._draw(self._last_line)
 
     def warn(self, key: str, text: str) -> None:
         """A warning on stderr, at most once per cooldown for the same key."""
@@ -123,14 +173,11 @@ class Metrics:
         if now - self._last_warn.get(key, -1e9) < self.warn_cooldown_s or self.status is None:
             return
         self._last_warn[key] = now
-        self._newline()
-        self.status.write(f"warning: {text}\n")
-        self.status.flush()
+        self.note(text, "warning")
 
     def _newline(self) -> None:
-        if self._tty and self._status_shown:
-            self.status.write("\n")
-            self._status_shown = False
+        # The cursor is already on a line of its own below the status line.
+        self._status_shown = False
 
     def end(self, summary: dict[str, Any]) -> None:
         self._emit_json({"type": "end", **summary})

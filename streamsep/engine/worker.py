@@ -42,7 +42,13 @@ from streamsep.engine.crossfade import Crossfader
 from streamsep.engine.noise import position_noise
 from streamsep.engine.plan import WindowPlan
 from streamsep.engine.ring import HistoryRing
-from streamsep.separators.base import ModelError, check_prompt_text, exception_summary
+from streamsep.runtime import cpu_stolen_s
+from streamsep.separators.base import (
+    ModelError,
+    RegionSeparator,
+    check_prompt_text,
+    exception_summary,
+)
 
 OVERLOAD_POLICIES = ("dry", "silence")
 #: Window compute times kept for percentiles (20 000: over an hour at 0.2 s hops).
@@ -121,6 +127,9 @@ class Worker:
         self._fail_since: int | None = None  # start of the current run of failed windows
         # where the separator's code lives: its frames, not numpy's, locate a failure
         self._sep_file = getattr(sys.modules.get(type(separator).__module__), "__file__", None)
+        # A separator that can compute just the emitted stretch (SAM-Audio's codec) is asked for
+        # that alone; it keeps its own per-stream caches keyed by the window's absolute start.
+        self._region = isinstance(separator, RegionSeparator)
         self.counters = Counters()
         self.on_window: Callable[[dict[str, Any]], None] | None = None
         self.on_warning: Callable[[str, str], None] | None = None
@@ -134,6 +143,8 @@ class Worker:
         self._have_tail = False
         self._prompt_changed = False
         self.error: BaseException | None = None
+        # --mix / --gate (streamsep.engine.mixgate.MixGate), applied to each final block.
+        self.post: Any = None
 
     # -- control (any thread) -------------------------------------------------------------------
     def set_prompt(self, text: str) -> None:
@@ -185,6 +196,7 @@ class Worker:
 
         end = self.next_end
         t0 = self.clock()
+        stolen0 = cpu_stolen_s()
         win = self._window
         self.counters.overrun += self.ring.read(end - plan.window, win)
         if not np.isfinite(win).all():
@@ -195,28 +207,37 @@ class Worker:
             noise = position_noise(self.seed, (end - plan.window) // plan.frame_hop,
                                    plan.window_frames, nch)
         fault, why, error = None, "", None
+        start = plan.emit_start(end)
+        n = plan.hop + plan.crossfade
+        off = plan.emit_offset
         try:
-            out = self.sep.separate(win, noise, None)
+            if self._region:
+                out = self.sep.separate_region(win, noise, None, start=end - plan.window,
+                                               emit=slice(off, off + n))
+            else:
+                out = self.sep.separate(win, noise, None)
         except Exception as e:  # a broken window must not stop the stream (KeyboardInterrupt does)
             fault, why, error = "failed", exception_summary(e, self._sep_file), e
         else:
-            fault, why, target, residual = self._check_output(out)
-        start = plan.emit_start(end)
-        n = plan.hop + plan.crossfade
+            fault, why, target, residual = self._check_output(out, n if self._region else None)
         if fault is None:
-            off = plan.emit_offset
-            seg_t = np.array(target[off : off + n], np.float32)
-            seg_r = np.array(residual[off : off + n], np.float32)
+            if not self._region:
+                target, residual = target[off : off + n], residual[off : off + n]
+            seg_t = np.array(target, np.float32)
+            seg_r = np.array(residual, np.float32)
         else:
             # the overrun was counted when the window was read
             seg_t, seg_r = self._policy_output(start, n, count_overrun=False)
         compute = self.clock() - t0
+        stolen1 = cpu_stolen_s()
+        stolen = stolen1 - stolen0 if stolen0 is not None and stolen1 is not None else 0.0
         self._emit(start, seg_t, seg_r)
         self.next_end = end + plan.hop
         self.index += 1
         self.compute_history.append(compute)
         if self.on_window is not None:
             self.on_window({"window": self.index - 1, "end": end, "compute": compute,
+                            "stolen": stolen,
                             "skipped": skipped, "prompt": self.prompt,
                             "prompt_changed": self._prompt_changed, "input_pos": w_in,
                             "fault": fault})
@@ -258,15 +279,18 @@ class Worker:
             raise SeparatorError(f"the separator {what} on every window for {limit:g} s "
                                  f"({why}): fix the model or use --model passthrough") from error
 
-    def _check_output(self, out: Any) -> tuple[str | None, str, np.ndarray, np.ndarray]:
-        """(fault, why, target, residual): fault None, "invalid" or "nonfinite"."""
+    def _check_output(self, out: Any, length: int | None = None
+                      ) -> tuple[str | None, str, np.ndarray, np.ndarray]:
+        """(fault, why, target, residual): fault None, "invalid" or "nonfinite".
+
+        length: the samples expected (default: the window's)."""
         empty = np.zeros(0, np.float32)
         if not isinstance(out, tuple | list) or len(out) != 2:
             kind = type(out).__name__
             return "invalid", f"a {kind}, not a (target, residual) pair", empty, empty
         arrays = []
         for x, name in zip(out, ("target", "residual"), strict=True):
-            a, why = self._check_array(x, name)
+            a, why = self._check_array(x, name, length)
             if a is None:
                 return "invalid", why, empty, empty
             arrays.append(a)
@@ -275,7 +299,9 @@ class Worker:
             return "nonfinite", "NaN or Inf samples", empty, empty
         return None, "", target, residual
 
-    def _check_array(self, x: Any, name: str) -> tuple[np.ndarray | None, str]:
+    def _check_array(self, x: Any, name: str, length: int | None = None
+                     ) -> tuple[np.ndarray | None, str]:
+        want = self.plan.window if length is None else length
         try:
             a = np.asarray(x)
         except Exception:  # anything numpy cannot read is as wrong as a wrong shape
@@ -286,10 +312,10 @@ class Worker:
         if a.ndim == 2 and 1 in a.shape:
             a = a.reshape(-1)  # mono as a column (mlx-audio's (N, 1)) or a row
         if a.ndim != 1:
-            return None, f"a {name} of shape {a.shape} (want ({self.plan.window},), mono)"
-        if a.shape[0] != self.plan.window:
-            return None, (f"a {name} of {a.shape[0]} samples for a window of "
-                          f"{self.plan.window}")
+            return None, f"a {name} of shape {a.shape} (want ({want},), mono)"
+        if a.shape[0] != want:
+            what = "a window" if length is None else "an emitted region"
+            return None, f"a {name} of {a.shape[0]} samples for {what} of {want}"
         return a, ""
 
     def _policy_output(self, start: int, n: int, count_overrun: bool = True
@@ -401,6 +427,13 @@ class Worker:
         if self.input_end is not None:  # never emit past the end of a finite source
             keep = max(0, min(n, self.input_end - start))
             body_t, body_r = body_t[:keep], body_r[:keep]
+        if self.post is not None and len(body_t) and self.post.needs_dry:
+            # The final block's own input positions: the dry blend is aligned to the sample.
+            dry = np.zeros(len(body_t), np.float32)
+            self.ring.read(start, dry)
+            if not np.isfinite(dry).all():
+                np.nan_to_num(dry, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            body_t, body_r = self.post.process(body_t, body_r, dry)
         for sink in self.sinks:
             sink.write(start, body_t, body_r)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -198,10 +199,16 @@ class Conv1d(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         if self.pad_mode == "auto":
             x = self._auto_pad(x)
+        return self.conv(x, self.padding)
+
+    def conv(self, x: mx.array, padding: int = 0) -> mx.array:
+        """The convolution with ``padding`` zeros on both sides and no other padding.
+
+        The streaming decoder calls it on inputs that already carry their left context.
+        """
         if _cpu_forms():
-            return _conv1d_gemm(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        y = mx.conv1d(x, self.weight, self.stride, self.padding, self.dilation)
-        return y + self.bias
+            return _conv1d_gemm(x, self.weight, self.bias, self.stride, padding, self.dilation)
+        return mx.conv1d(x, self.weight, self.stride, padding, self.dilation) + self.bias
 
 
 def _conv1d_gemm(
@@ -266,12 +273,15 @@ class ConvTranspose1d(nn.Module):
         self.causal = causal
         self.pad_mode = pad_mode
 
+    def full(self, x: mx.array) -> mx.array:
+        """The uncropped output, (steps + 1) * stride frames."""
+        if _cpu_forms():
+            return _conv_transpose_gemm(x, self.weight, self.bias)
+        return mx.conv_transpose1d(x, self.weight, stride=self.stride) + self.bias
+
     def __call__(self, x: mx.array) -> mx.array:
         s = self.stride
-        if _cpu_forms():
-            full = _conv_transpose_gemm(x, self.weight, self.bias)
-        else:
-            full = mx.conv_transpose1d(x, self.weight, stride=s) + self.bias
+        full = self.full(x)
         steps = x.shape[1]
         if self.pad_mode == "none":
             # torch: padding (s + 1) // 2 on both sides, output_padding s % 2 back on the right
@@ -349,6 +359,10 @@ def _run(layers: list, x: mx.array) -> mx.array:
     return x
 
 
+def _apply(layer: nn.Module, x: mx.array) -> mx.array:
+    return layer(x)
+
+
 class EncoderBlock(nn.Module):
     def __init__(self, dim: int, stride: int):
         super().__init__()
@@ -406,19 +420,25 @@ class DecoderBlock(nn.Module):
             Conv1d(wm_out, wm_in, 2 * stride_wm, stride=stride_wm, causal=True, pad_mode="auto"),
         ]
 
-    def __call__(self, x: mx.array) -> mx.array:
+    @property
+    def audio_layers(self) -> list[nn.Module]:
         b = self.block
-        return _run([b[0], b[1], b[4], b[5], b[8]], x)
+        return [b[0], b[1], b[4], b[5], b[8]]
 
-    def wm_down(self, h: mx.array) -> mx.array:
+    @property
+    def wm_down_layers(self) -> list[nn.Module]:
         # The reference calls this group "upsample_group"; it lowers the frame rate.
         b = self.block
-        return _run([b[7], b[10], b[11]], h)
+        return [b[7], b[10], b[11]]
 
-    def wm_up(self, h: mx.array) -> mx.array:
+    @property
+    def wm_up_layers(self) -> list[nn.Module]:
         # The reference's "downsample_group"; it raises the frame rate.
         b = self.block
-        return _run([b[2], b[3], b[6]], h)
+        return [b[2], b[3], b[6]]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return _run(self.audio_layers, x)
 
 
 class LSTM(nn.Module):
@@ -436,13 +456,30 @@ class LSTM(nn.Module):
             setattr(self, f"bias_hh_l{layer}", mx.zeros((4 * hidden_size,)))
 
     def __call__(self, x: mx.array) -> mx.array:
+        return self.run(x)[0]
+
+    def run(
+        self,
+        x: mx.array,
+        state: list[tuple[mx.array, mx.array]] | None = None,
+        keep: Sequence[int] = (),
+    ) -> tuple[mx.array, list[tuple[mx.array, mx.array]]]:
+        """Run from ``state`` (per layer (h, c), each (B, hidden); None: zeros).
+
+        Returns the output and, per layer, the (h, c) after each step count in ``keep``
+        (each (B, len(keep), hidden)): the states a later call may resume from.
+        """
+        kept = []
         for layer in range(self.num_layers):
             w_ih = getattr(self, f"weight_ih_l{layer}")
             bias = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
             # Input projections of all steps at once; only h @ W_hh stays in the loop.
             gates_x = mx.addmm(bias, x, w_ih.T)
-            x = _lstm_scan(gates_x, getattr(self, f"weight_hh_l{layer}").T)
-        return x
+            h0, c0 = state[layer] if state is not None else (None, None)
+            x, cells = _lstm_scan(gates_x, getattr(self, f"weight_hh_l{layer}").T, h0, c0, keep)
+            if keep:
+                kept.append((mx.stack([x[:, t - 1] for t in keep], axis=1), cells))
+        return x, kept
 
 
 @mx.compile
@@ -452,15 +489,28 @@ def _lstm_cell(gates: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
     return mx.sigmoid(o) * mx.tanh(c), c
 
 
-def _lstm_scan(gates_x: mx.array, w_hh_t: mx.array) -> mx.array:
+def _lstm_scan(
+    gates_x: mx.array,
+    w_hh_t: mx.array,
+    h: mx.array | None = None,
+    c: mx.array | None = None,
+    keep: Sequence[int] = (),
+) -> tuple[mx.array, mx.array | None]:
+    """Outputs of all steps, and the cell states after each step count in ``keep``."""
     batch, steps, four_h = gates_x.shape
-    h = mx.zeros((batch, four_h // 4), dtype=gates_x.dtype)
-    c = h
-    outputs = []
+    if h is None:
+        h = mx.zeros((batch, four_h // 4), dtype=gates_x.dtype)
+    if c is None:
+        c = mx.zeros((batch, four_h // 4), dtype=gates_x.dtype)
+    wanted = set(keep)
+    outputs, cells = [], {}
     for t in range(steps):
         h, c = _lstm_cell(mx.addmm(gates_x[:, t], h, w_hh_t), c)
         outputs.append(h)
-    return mx.stack(outputs, axis=1)
+        if t + 1 in wanted:
+            cells[t + 1] = c
+    kept = mx.stack([cells[t] for t in keep], axis=1) if keep else None
+    return mx.stack(outputs, axis=1), kept
 
 
 class LSTMBlock(nn.Module):
@@ -535,23 +585,52 @@ class Decoder(nn.Module):
         self.wm_model = Watermarker(out_dim, config.wm_channels, config.wm_hidden)
         self.alpha = config.wm_channels / WM_LATENT
 
-    def __call__(self, x: mx.array, message: mx.array | None) -> mx.array:
-        for layer in self.model:
-            x = layer(x)
+    @property
+    def audio_layers(self) -> list[nn.Module]:
+        """The audio path, embedded features to waveform, flattened (no watermark)."""
+        layers = [self.model[0]]
+        for block in self.model[1:]:
+            layers += block.audio_layers
+        return layers + self.wm_model.encoder_block.pre[:3]
+
+    def audio(self, x: mx.array) -> mx.array:
+        """(B, T, latent_dim) embedded features -> (B, T * hop, 1) waveform, unwatermarked."""
+        return _run(self.audio_layers, x)
+
+    def watermark(
+        self,
+        audio: mx.array,
+        message: mx.array,
+        apply: Callable[[nn.Module, mx.array], mx.array] | None = None,
+    ) -> mx.array:
+        """The watermark term (before its weight ``alpha``) for ``audio`` (B, N, 1).
+
+        ``apply(layer, x)`` runs each layer (default: ``layer(x)``); the streaming decoder
+        passes one that carries the causal layers' state from call to call.
+        """
+        apply = apply or _apply
         enc, dec = self.wm_model.encoder_block, self.wm_model.decoder_block
-        audio = _run(enc.pre[:3], x)
+        h = apply(enc.pre[3], audio)
+        for block in reversed(self.model[1:]):
+            for layer in block.wm_down_layers:
+                h = apply(layer, h)
+        for layer in enc.post:
+            h = apply(layer, h)
+        h = self.wm_model.msg_processor(h, message)
+        for layer in dec.pre:
+            h = apply(layer, h)
+        for block in self.model[1:]:
+            for layer in block.wm_up_layers:
+                h = apply(layer, h)
+        for layer in dec.post:
+            h = apply(layer, h)
+        return h
+
+    def __call__(self, x: mx.array, message: mx.array | None) -> mx.array:
+        audio = self.audio(x)
         if message is None:
             return audio
-        h = enc.pre[3](audio)
-        for block in reversed(self.model[1:]):
-            h = block.wm_down(h)
-        h = _run(enc.post, h)
-        h = self.wm_model.msg_processor(h, message)
-        h = _run(dec.pre, h)
-        for block in self.model[1:]:
-            h = block.wm_up(h)
-        h = _run(dec.post, h)
-        return audio + self.alpha * h
+        return audio + self.alpha * self.watermark(audio, message)
 
 
 class VAEBottleneck(nn.Module):

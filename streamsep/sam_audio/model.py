@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -37,6 +37,9 @@ from streamsep.sam_audio.ode import odeint, parse_ode_opt, step_size_for
 from streamsep.sam_audio.processor import anchor_arrays
 from streamsep.sam_audio.t5 import T5Config, T5Encoder, T5TextEncoder, T5Tokenizer
 
+if TYPE_CHECKING:
+    from streamsep.engine.plan import WindowPlan
+
 log = logging.getLogger("streamsep")
 
 
@@ -47,13 +50,18 @@ class SAMAudioLoadError(ValueError):
 
 @dataclass
 class SeparationResult:
-    #: One waveform per item, float32 (sizes[i]·hop,) at ``sample_rate``.
-    target: list[mx.array]
-    residual: list[mx.array]
-    #: The initial ODE state, (B, T, 2·codebook_dim).
+    #: One waveform per item, float32 (sizes[i]·hop,) at ``sample_rate``; in a
+    #: ``separate_streaming`` chunk, the chunk's own float32 (n,) waveform (as mlx-audio, one
+    #: array, not a list).
+    target: list[mx.array] | mx.array
+    residual: list[mx.array] | mx.array
+    #: The initial ODE state, (B, T, 2·codebook_dim); on the last streaming chunk only.
     noise: mx.array | None = None
-    #: Peak memory in GB as MLX reports it.
+    #: Peak memory in GB as MLX reports it; on the last streaming chunk only.
     peak_memory: float | None = None
+    #: Streaming chunks only (None from separate / separate_long), as mlx-audio.
+    chunk_idx: int | None = None
+    is_last: bool | None = None
 
 
 @dataclass
@@ -180,17 +188,26 @@ class SAMAudio(nn.Module):
         anchor_alignment: mx.array,
         audio_pad_mask: mx.array | None = None,
     ) -> mx.array:
-        """The ODE's vector field at time t. ``mixture_features`` is (B, T, 2C), stacked."""
+        """The ODE's vector field at time t. ``mixture_features`` is (B, T, 2C), stacked.
+
+        ``noisy`` may be wider than the model (``solve`` keeps a float32 state) and the DiT may
+        run in its own dtype (bfloat16 on GPUs); the result is in the DiT's dtype."""
         batch = noisy.shape[0]
         time = t if isinstance(t, mx.array) else mx.full((batch,), t, dtype=mx.float32)
         time = mx.broadcast_to(time.astype(mx.float32).reshape(-1), (batch,))
+        noisy = noisy.astype(self.dtype)
         x = mx.concatenate([noisy, mx.zeros_like(mixture_features), mixture_features], axis=-1)
         h = self.proj(x)
         h = self.align_masked_video(h)
         h = self.embed_anchors(h, anchor_ids, anchor_alignment)
         memory = self.memory_proj(text_hidden) + self.timestep_emb(time)[:, None, :].astype(h.dtype)
+        dit_dtype = self.transformer.output.weight.dtype
         return self.transformer(
-            h, time, memory=memory, padding_mask=audio_pad_mask, memory_padding_mask=text_mask
+            h.astype(dit_dtype),
+            time,
+            memory=memory.astype(dit_dtype),
+            padding_mask=audio_pad_mask,
+            memory_padding_mask=text_mask,
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -249,26 +266,58 @@ class SAMAudio(nn.Module):
         method: str = "midpoint",
         step_size: float = 2 / 32,
         verbose: bool = False,
+        *,
+        compiled: bool = True,
     ) -> mx.array:
-        """Integrate the flow from ``noise``; returns the (B, T, 2C) final state."""
+        """Integrate the flow from ``noise``; returns the (B, T, 2C) final state (model dtype).
+
+        The state is float32 whatever the model's dtype. Each step is one ``mx.compile``'d call
+        whose trace is kept on the model, so later windows of the same length replay it;
+        ``compiled=False`` runs the same arithmetic op by op."""
+        from streamsep.sam_audio.dit import cpu_forms
+        from streamsep.sam_audio.ode import CompiledSteps, make_step
+
         expected = (*cond.mixture.shape[:2], self.noise_channels)
         if tuple(noise.shape) != expected:
             raise ValueError(f"noise must have shape {expected}; got {tuple(noise.shape)}")
+        args = (
+            cond.mixture,
+            cond.text_hidden,
+            cond.text_mask,
+            cond.anchor_ids,
+            cond.anchor_alignment,
+            cond.pad_mask,
+        )
 
-        def field(t: float, y: mx.array) -> mx.array:
+        def field(
+            t: mx.array,
+            y: mx.array,
+            mixture: mx.array,
+            text_hidden: mx.array,
+            text_mask: mx.array,
+            anchor_ids: mx.array,
+            anchor_alignment: mx.array,
+            pad_mask: mx.array,
+        ) -> mx.array:
             return self.velocity(
-                y,
-                cond.mixture,
-                cond.text_hidden,
-                cond.text_mask,
-                t,
-                cond.anchor_ids,
-                cond.anchor_alignment,
-                cond.pad_mask,
+                y, mixture, text_hidden, text_mask, t, anchor_ids, anchor_alignment, pad_mask
             )
 
+        if compiled:
+            steps = getattr(self, "_ode_steps", None)
+            if steps is None:
+                # The conditioning comes in as arguments, not captured, so the trace outlives
+                # this solve; the weights are inputs, so it also sees reloaded ones.
+                steps = CompiledSteps(field, inputs=self.state)
+                self._ode_steps = steps
+            # A trace bakes in the device and the DiT's compute path.
+            step = steps(method, key=(str(mx.default_device()), cpu_forms()))
+        else:
+            step = make_step(field, method)
+        y0 = noise.astype(mx.float32)
         with _progress(verbose, "ODE steps") as on_step:
-            return odeint(field, noise.astype(self.dtype), method, step_size, on_step=on_step)
+            y = odeint(field, y0, method, step_size, on_step=on_step, args=args, step=step)
+        return y.astype(self.dtype)
 
     def decode_pair(
         self,
@@ -428,8 +477,8 @@ class SAMAudio(nn.Module):
 
     def separate_long(
         self,
-        audios: mx.array,
-        descriptions: Sequence[str],
+        audios: Any,
+        descriptions: Sequence[str] | str,
         chunk_seconds: float = 10.0,
         overlap_seconds: float = 3.0,
         anchor_ids: mx.array | None = None,
@@ -438,117 +487,95 @@ class SAMAudio(nn.Module):
         ode_decode_chunk_size: int | None = None,
         seed: int = 42,
         verbose: bool = False,
+        *,
+        plan: WindowPlan | None = None,
+        anchors: Sequence[Any] | None = None,
     ) -> SeparationResult:
-        """Separate a long recording (B = 1) in overlapping chunks, crossfaded (raised cosine).
+        """Separate a long recording (B = 1): ``separate_streaming``'s chunks, joined.
 
-        Chunk and overlap lengths are rounded to whole latent frames so every chunk sits on the
-        same frame grid (anchor alignments slice exactly). Text features are computed once. The
-        result has exactly the input's length. Chunk i draws its noise from seed + i.
+        The result has exactly the input's length. Windows, noise and crossfade are the
+        engine's (see ``separate_streaming``): chunk_seconds is the window, one window every
+        chunk − overlap seconds, the overlap crossfaded; each latent frame's noise is a
+        function of (seed, frame). An input no longer than one chunk is one ``separate`` call
+        with ``make_noise(1, frames, seed)``.
         """
-        audios = _check_audios(audios)
-        if audios.shape[0] != 1:
-            raise ValueError(
-                "separate_long handles one recording at a time (B = 1); loop over items"
-            )
-        if isinstance(descriptions, str):
-            descriptions = [descriptions]
-        if len(descriptions) != 1:
-            raise ValueError(f"separate_long needs one description; got {len(descriptions)}")
-        hop, sr = self.hop_length, self.sample_rate
-        chunk = max(1, round(chunk_seconds * sr / hop)) * hop
-        overlap = round(overlap_seconds * sr / hop) * hop
-        if chunk_seconds <= 0 or overlap_seconds < 0 or overlap >= chunk:
-            raise ValueError(
-                f"need chunk_seconds > 0 and 0 ≤ overlap_seconds < chunk_seconds; got "
-                f"chunk_seconds={chunk_seconds}, overlap_seconds={overlap_seconds}"
-            )
-        method, step_size = parse_ode_opt(ode_opt)
-        ode = {"method": method, "step_size": step_size}
-        total = audios.shape[-1]
-        total_frames = -(-total // hop)
-        if anchor_alignment is not None and anchor_alignment.shape[-1] < total_frames:
-            raise ValueError(
-                f"anchor_alignment covers {anchor_alignment.shape[-1]} frames; the audio has "
-                f"{total_frames}"
-            )
-        if anchor_alignment is not None:
-            anchor_alignment = anchor_alignment[:, :total_frames]
+        from streamsep.sam_audio.streaming import stream
 
-        if total <= chunk:
-            noise = self.make_noise(1, total_frames, seed)
-            res = self.separate(
-                audios,
-                descriptions,
-                [total_frames],
-                anchor_ids,
-                anchor_alignment,
-                ode,
-                ode_decode_chunk_size,
-                noise=noise,
-            )
-            return SeparationResult(
-                target=[res.target[0][:total]],
-                residual=[res.residual[0][:total]],
-                noise=noise,
-                peak_memory=res.peak_memory,
-            )
-
-        step = chunk - overlap
-        n_chunks = math.ceil((total - overlap) / step)
-        text = self.encode_text(descriptions)
-        mx.eval(*text)
-        out_t = np.zeros(total, dtype=np.float32)
-        out_r = np.zeros(total, dtype=np.float32)
-        fade_in = 0.5 * (1.0 - np.cos(np.pi * (np.arange(overlap) + 0.5) / max(overlap, 1)))
-        fade_in = fade_in.astype(np.float32)
-        noises = []
-        try:
-            from tqdm import tqdm
-
-            chunks = tqdm(range(n_chunks), desc="chunks", disable=not verbose)
-        except ImportError:  # pragma: no cover
-            chunks = range(n_chunks)
-        for i in chunks:
-            start = i * step
-            end = min(start + chunk, total)
-            frames = -(-(end - start) // hop)
-            ids = align = None
-            if anchor_ids is not None:
-                f0 = start // hop
-                ids = anchor_ids
-                align = anchor_alignment[:, f0 : f0 + frames]
-                if align.shape[-1] < frames:  # pad frames past the alignment point to <pad>
-                    pad = mx.ones((1, frames - align.shape[-1]), dtype=align.dtype)
-                    align = mx.concatenate([align, pad], axis=1)
-            noise = self.make_noise(1, frames, seed + i)
-            noises.append(noise)
-            res = self.separate(
-                audios[:, :, start:end],
-                None,
-                [frames],
-                ids,
-                align,
-                ode,
-                ode_decode_chunk_size,
-                noise=noise,
-                text_features=text,
-            )
-            tgt = np.array(res.target[0][: end - start], dtype=np.float32)
-            rsd = np.array(res.residual[0][: end - start], dtype=np.float32)
-            w = np.ones(end - start, dtype=np.float32)
-            if i > 0 and overlap:
-                w[:overlap] = fade_in
-            if i < n_chunks - 1 and overlap:
-                w[-overlap:] = 1.0 - fade_in
-            out_t[start:end] += w * tgt
-            out_r[start:end] += w * rsd
-            mx.clear_cache()
-        return SeparationResult(
-            target=[mx.array(out_t)],
-            residual=[mx.array(out_r)],
-            noise=mx.concatenate(noises, axis=1),
-            peak_memory=_peak_memory_gb(),
+        chunks = stream(
+            self, audios, descriptions, chunk_seconds=chunk_seconds,
+            overlap_seconds=overlap_seconds, plan=plan, anchors=anchors, anchor_ids=anchor_ids,
+            anchor_alignment=anchor_alignment, ode_opt=ode_opt, seed=seed,
+            ode_decode_chunk_size=ode_decode_chunk_size, verbose=verbose, name="separate_long",
         )
+        targets, residuals, last = [], [], None
+        for last in chunks:
+            targets.append(last.target)
+            residuals.append(last.residual)
+        return SeparationResult(
+            target=[mx.concatenate(targets)],
+            residual=[mx.concatenate(residuals)],
+            noise=last.noise,
+            peak_memory=last.peak_memory,
+        )
+
+    def separate_streaming(
+        self,
+        audios: Any,
+        descriptions: Sequence[str] | str,
+        target_callback: Callable[[mx.array, int, bool], None] | None = None,
+        residual_callback: Callable[[mx.array, int, bool], None] | None = None,
+        chunk_seconds: float = 10.0,
+        overlap_seconds: float = 3.0,
+        anchor_ids: mx.array | None = None,
+        anchor_alignment: mx.array | None = None,
+        ode_opt: Mapping[str, Any] | None = None,
+        seed: int = 42,
+        verbose: bool = False,
+        *,
+        plan: WindowPlan | None = None,
+        anchors: Sequence[Any] | None = None,
+        ode_decode_chunk_size: int | None = None,
+    ) -> Iterator[SeparationResult] | int:
+        """Separate one recording as it goes, on the live engine's path (mlx-audio's signature).
+
+        ``audios``: a (1, 1, N) or (N,) array at 48 kHz, a file path (read and resampled block by
+        block), a one-item list of either (mlx-audio's batch form), or any other iterator of mono
+        audio blocks at 48 kHz (live-like input). Yields ``SeparationResult`` chunks as the
+        engine finalises them: ``target`` / ``residual`` (n,) arrays, ``chunk_idx``, ``is_last``;
+        the last chunk also carries ``noise`` (1, frames, 256) and ``peak_memory``. The chunks
+        joined are exactly the input's length and aligned with it. With ``target_callback``
+        (and optionally ``residual_callback``), each is called as callback(chunk, idx, is_last)
+        instead and the number of samples is returned.
+
+        Window k covers mlx-audio's chunk k, [k·(chunk − overlap), k·(chunk − overlap) + chunk),
+        in whole latent frames; the overlap is the crossfade, up to one hop, any overlap beyond
+        that is lookahead. ``plan`` (a ``WindowPlan``, e.g. ``WindowPlan.from_seconds(
+        model.sample_rate, model.hop_length, 10, 2, 1, 0.4)``) sets the engine's window, hop,
+        lookahead and crossfade instead. A chunk is yielded as soon as its window has run: the
+        first after one window, when ``plan.first_end`` samples (plus one block, to know the
+        input goes on) have arrived. An input that ends within the first window is one
+        ``separate`` call. ``anchors`` are ("+"|"-", start_s, end_s) spans in the recording's
+        seconds; ``anchor_ids`` / ``anchor_alignment`` the processor's tensors for it. The
+        watermark message is fixed per call (``SAMSeparator``'s), so results are reproducible.
+        """
+        from streamsep.sam_audio.streaming import stream
+
+        gen = stream(
+            self, audios, descriptions, chunk_seconds=chunk_seconds,
+            overlap_seconds=overlap_seconds, plan=plan, anchors=anchors, anchor_ids=anchor_ids,
+            anchor_alignment=anchor_alignment, ode_opt=ode_opt, seed=seed,
+            ode_decode_chunk_size=ode_decode_chunk_size, verbose=verbose,
+            name="separate_streaming",
+        )
+        if target_callback is None:
+            return gen
+        written = 0
+        for chunk in gen:
+            target_callback(chunk.target, chunk.chunk_idx, chunk.is_last)
+            if residual_callback is not None:
+                residual_callback(chunk.residual, chunk.chunk_idx, chunk.is_last)
+            written += chunk.target.shape[0]
+        return written
 
     def make_noise(self, batch: int, frames: int, seed: int | None = None) -> mx.array:
         shape = (batch, frames, self.noise_channels)

@@ -59,6 +59,36 @@ class Separator(Protocol):
 
 
 @runtime_checkable
+class RegionSeparator(Protocol):
+    """Optional extension: a separator whose per-window cost follows the new and emitted audio.
+
+    The engine keeps only ``hop + crossfade`` samples of each window, and successive windows
+    share all but ``hop`` samples. A separator with ``separate_region`` is asked for the emitted
+    stretch alone and told where the window sits in the stream, so it can keep per-stream state
+    (SAM-Audio: the codec's latent frames and the decoder's carried state) instead of redoing
+    the whole window every hop.
+    """
+
+    def separate_region(
+        self,
+        window: np.ndarray,
+        noise: np.ndarray | None,
+        anchors: list[tuple[str, float, float]] | None,
+        *,
+        start: int,
+        emit: slice,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``separate``, but returns only ``target[emit]`` and ``residual[emit]``.
+
+        start: absolute stream sample index of ``window[0]``. While the stream is continuous,
+        consecutive calls advance ``start`` by exactly the hop, with the same ``emit``; any
+        other ``start`` (the first call, skipped windows, a restart) means per-stream caches
+        must be dropped and rebuilt from this window. ``start`` is negative for the first
+        windows of a stream, which the engine pads on the left with silence.
+        """
+
+
+@runtime_checkable
 class StagedPrompt(Protocol):
     """Optional extension: a prompt change split into a slow half and an instant half.
 

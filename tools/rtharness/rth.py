@@ -488,9 +488,28 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other guests (``steal`` in /proc/stat), all CPUs.
+
+    On a virtual machine a real-time thread can be held off its CPU by the host, which no
+    scheduling priority inside the guest prevents; comparing xruns with the steal time during a
+    run tells the machine's glitches from the program's."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def start_load(n: int) -> list[subprocess.Popen]:
-    """``n`` processes that each keep one core busy (a pure-Python busy loop)."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+    """``n`` processes that each keep one core busy (a pure-Python busy loop).
+
+    Each ends by itself once its parent is gone, so a benchmark killed before its cleanup
+    does not leave a core busy under the next measurement."""
+    loop = ("import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n"
+            "    for _ in range(200000):\n        pass\n")
+    return [subprocess.Popen([sys.executable, "-c", loop],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for _ in range(n)]
 
