@@ -180,8 +180,6 @@ def import_mlx_audio(path: str | None = None) -> ModuleType:
             raise MlxAudioMissing(f"--mlx-audio-path {path}: no such folder. {MISSING}")
         if path not in sys.path:
             sys.path.insert(0, path)
-    # mlx-audio's chunk loops draw tqdm bars on stderr; they would interleave with the table.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return importlib.import_module("mlx_audio.sts.models.sam_audio")
     except ImportError as e:

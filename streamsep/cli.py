@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import click
 
+from streamsep import console
 from streamsep.engine.plan import (
     DEFAULT_CROSSFADE_S,
     DEFAULT_HOP_S,
@@ -25,6 +26,10 @@ from streamsep.engine.plan import (
 from streamsep.separators.registry import DEFAULT_MODEL
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3", ".au", ".caf", ".w64")
+#: streamsep.audio.inputs.DEFAULT_NAME and streamsep.engine.offline.CHANNEL_MODES, spelled out:
+#: importing those modules loads soundfile and the engine, which `--help` does not need.
+DEFAULT_NAME = "{stem}_{prompt}.{ext}"
+CHANNEL_MODES = ("keep", "mono", "midside")
 
 
 class CliError(Exception):
@@ -32,7 +37,7 @@ class CliError(Exception):
 
 
 def _note(text: str) -> None:
-    click.echo(f"note: {text}", err=True)
+    console.note(text)  # -q silences it; above a progress bar while one is shown
 
 
 # -- shared options --------------------------------------------------------------------------------
@@ -202,14 +207,47 @@ def _is_file(spec: str) -> bool:
     return spec.lower().endswith(AUDIO_EXTS) or os.sep in spec
 
 
+def _verbosity(f: Callable) -> Callable:
+    """-q / -v after the command too (`streamsep file ... -q`), as on the group."""
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False,
+                     callback=_set_verbosity(2),
+                     help="More detail: per-file window figures, every skipped file.")(f)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False,
+                        callback=_set_verbosity(0),
+                        help="Only warnings and errors: no notes, no progress bar.")(f)
+
+
+def _set_verbosity(level: int) -> Callable:
+    def callback(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            console.set_verbosity(level)
+    return callback
+
+
 # -- commands --------------------------------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="streamsep")
+CLI_EXAMPLES = """\b
+Examples:
+  streamsep devices
+  streamsep run -p speech -o "BlackHole 2ch"
+  streamsep file talk.wav -p speech -o talk_speech.wav
+  streamsep -q file episodes/ -p speech -o separated/
+  streamsep bench --synthetic 60 --json bench.json
+
+`streamsep COMMAND -h` explains each command, with examples.
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=CLI_EXAMPLES)
+@click.version_option(package_name="streamsep", prog_name="streamsep")
+@_verbosity
 def cli() -> None:
     """Live, text-prompted audio source separation."""
 
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  streamsep devices
+  streamsep run -p speech -i 2 -o 5      # the indexes listed here""")
 def devices() -> None:
     """List audio devices (> default input, < default output)."""
     from streamsep.audio import devices as dev
@@ -235,7 +273,16 @@ Zoom) list, plays the target into it, and removes it when run ends.
 """
 
 
-@cli.command(help=RUN_HELP)
+RUN_EXAMPLES = """\b
+Examples:
+  streamsep run -p speech                          # default input to default output
+  streamsep run -p speech -i USB -o "BlackHole 2ch" --residual-out rest.wav
+  streamsep run -p speech --virtual-mic --gate     # clean speech as a microphone
+  streamsep run -p speech --model passthrough --duration 30   # the set-up's latency
+"""
+
+
+@cli.command(help=RUN_HELP, epilog=RUN_EXAMPLES)
 @click.option("-p", "--prompt", required=True, help="The sound to extract, e.g. 'speech'.")
 @click.option("-i", "--input-device", "--input", "input_device", default=None,
               help="Input device: index or name part, or 'monitor': what the default output "
@@ -424,14 +471,67 @@ def _summary_line(s: dict[str, Any]) -> str:
     return out
 
 
-@cli.command()
-@click.argument("input_path", metavar="IN")
+FILE_HELP = """Separate audio files into the target (and the residual).
+
+IN are audio files or folders; a folder gives the audio files below it
+(recursively; other files are skipped with a note). OUT is a file for one input
+file, else a folder (created when missing): a path that is a folder, ends in /
+or has no extension. In a folder each result is named by --name (and the
+residual by --residual-name), in the sub-folder its input had, from these fields:
+
+\b
+  {stem}    the input's file name without its extension
+  {ext}     the input's extension where it can be written, else wav
+  {prompt}  the prompt, spaces and path characters as _
+  {model}   the --model, as a file name
+
+An input is never overwritten (also not through a link); existing outputs only
+with --overwrite. Outputs have the input's sample rate, length and channels
+(each channel separated on its own, see --channels) and its sample format where
+the output format allows (see --subtype). Outputs are written under hidden
+.partial names and renamed at the end, also after Ctrl-C or a full disk.
+
+A progress bar with the time left shows on a terminal (-q: none); the live
+status line only with --realtime or --play.
+"""
+
+FILE_EXAMPLES = """\b
+Examples:
+  streamsep file talk.wav -p speech -o talk_speech.wav --residual talk_rest.wav
+  streamsep file episodes/ -p speech -o separated/
+  streamsep file a.mp3 b.flac -p music -o out/ --name "{stem}.flac" \\
+      --residual-name "{stem}_rest.flac"
+  streamsep file live.wav -p speech -o voice.wav --subtype PCM_24 --channels mono
+  streamsep file model/demo.wav -p speech -o out/speech.wav --play=auto
+"""
+
+
+@cli.command(help=FILE_HELP, epilog=FILE_EXAMPLES)
+@click.argument("inputs", metavar="IN...", nargs=-1, required=True)
 @click.option("-p", "--prompt", required=True, help="The sound to extract, e.g. 'speech'.")
-@click.option("-o", "--output", required=True, help="Target output file (same length and rate "
-              "as IN).")
-@click.option("--residual", default=None, help="Residual output file.")
+@click.option("-o", "--output", required=True, metavar="OUT",
+              help="Output file (one input file) or folder (created when missing).")
+@click.option("--residual", default=None, metavar="FILE",
+              help="Residual output file, with -o FILE (in a folder: --residual-name).")
+@click.option("--name", default=DEFAULT_NAME, show_default=True, metavar="TEMPLATE",
+              help="Name of each target in the output folder (fields above); may hold "
+                   "sub-folders, e.g. '{stem}/{prompt}.{ext}'.")
+@click.option("--residual-name", default=None, metavar="TEMPLATE",
+              help="Also write each residual in the output folder, named so, e.g. "
+                   "'{stem}_rest.{ext}'.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace outputs that exist already (an input never).")
+@click.option("--channels", type=click.Choice(CHANNEL_MODES), default="keep",
+              show_default=True,
+              help="keep: separate each channel on its own and write them all; mono: "
+                   "downmix first and write mono; midside: stereo as (L+R)/2 and (L-R)/2, "
+                   "better only for a target in the centre over wide sound.")
+@click.option("--subtype", default=None, metavar="SUBTYPE",
+              help="Sample format of the outputs. WAV, AIFF, CAF, W64: PCM_16, PCM_24, "
+                   "PCM_32, FLOAT, DOUBLE; FLAC: PCM_16, PCM_24; OGG: VORBIS, OPUS. Default: "
+                   "the input's where the format allows, else FLOAT (FLAC: PCM_24).")
 @click.option("--realtime", is_flag=True, help="Pace the input at real time through the live "
-              "path (overload policy included).")
+              "path (overload policy included; mono).")
 @click.option("--play", type=click.Choice(["yes", "auto", "no"]), default="no", is_flag=False,
               flag_value="yes", show_default=True,
               help="Also play the target live while it is separated (implies --realtime; the "
@@ -439,28 +539,39 @@ def _summary_line(s: dict[str, Any]) -> str:
               "exists and otherwise only writes the files.")
 @click.option("--play-device", default=None, metavar="DEV",
               help="Output device for --play: index or name part (default: the system default).")
+@_verbosity
 @_knobs
-def file(input_path: str, prompt: str, output: str, residual: str | None, realtime: bool,
-         play: str, play_device: str | None, **k: Any) -> int:
-    """Separate an audio file (any rate/channels; written back at IN's rate, mono)."""
-    from streamsep.audio.files import check_finite, check_space, check_writable, probe
-    from streamsep.engine.metrics import Metrics
-    from streamsep.engine.offline import run_file
+def file(inputs: tuple[str, ...], prompt: str, output: str, residual: str | None, name: str,
+         residual_name: str | None, overwrite: bool, channels: str, subtype: str | None,
+         realtime: bool, play: str, play_device: str | None, **k: Any) -> int:
+    from streamsep.audio import inputs as ins
+    from streamsep.audio.files import OutputSpec, check_space, check_writable, output_format
+    from streamsep.engine.offline import ChannelLayout
 
     prompt = _check_prompt(prompt)
     _check_knobs(k)
-    info = probe(input_path)
-    check_finite(input_path, info)
-    for p in (output, residual):
-        if p is not None:
-            check_writable(p)
-    if residual is not None and os.path.abspath(residual) == os.path.abspath(output):
-        raise CliError("--residual and -o name the same file: give two different files")
-    for opt, p in (("-o", output), ("--residual", residual)):
-        if p is not None and os.path.exists(p) and os.path.samefile(p, input_path):
-            raise CliError(f"{opt} {p} is the input file: write to a different file")
-    # Before the model loads: a run that cannot fit on the disk should not start.
-    check_space([(p, info.declared_frames) for p in (output, residual) if p is not None])
+    folder = ins.is_folder_output(output)
+    given = _given(click.get_current_context())
+    _check_file_outputs(inputs, output, folder, residual, residual_name, given)
+    ins.check_template(name, "--name")
+    if residual_name is not None:
+        ins.check_template(residual_name, "--residual-name")
+    found = ins.find_inputs(inputs, exclude=output if folder else None)
+    if not found.inputs:
+        other = len(found.other) + len(found.unreadable)
+        raise CliError(f"no audio files in {', '.join(inputs)}"
+                       + (f" ({other} other files skipped)" if other else "")
+                       + ": give audio files (WAV, FLAC, OGG, AIFF, MP3) or folders holding "
+                       "them")
+    jobs = ins.plan_jobs(found.inputs, output, folder=folder, residual=residual, name=name,
+                         residual_name=residual_name, prompt=prompt, model=k["model"])
+    ins.check_jobs(jobs, overwrite=overwrite, inputs=found.inputs)
+    for job in jobs:  # formats and --subtype, before any folder is created
+        for p in (job.target, job.residual):
+            if p is not None:
+                output_format(p, subtype=subtype)
+    if folder:
+        _found_notes(found, inputs)
     play_idx = None
     if play != "no" or play_device is not None:
         from streamsep.audio import devices as dev
@@ -472,54 +583,255 @@ def file(input_path: str, prompt: str, output: str, residual: str | None, realti
                 raise
             _note(f"not playing ({_one_line(e)}); writing the files only")
         realtime = realtime or play_idx is not None
+    modes = [channels] * len(jobs)
+    if realtime and channels != "mono":
+        modes = _live_is_mono(jobs)
+    ins.make_folders(jobs, note=_note)
+    outs = []
+    for job, mode in zip(jobs, modes, strict=True):
+        info = job.input.info
+        nch = ChannelLayout(mode, info.channels).out_channels
+        for p in (job.target, job.residual):
+            if p is not None:
+                check_writable(p, subtype=subtype)
+                outs.append(OutputSpec(p, info.declared_frames, nch, subtype, info.subtype))
+    # Before the model loads: a run that cannot fit on the disk should not start.
+    check_space(outs)
     sep, plan = _load({**k, "prompt": prompt})
-    player = None
-    if play_idx is not None:
-        from streamsep.engine.sinks import DevicePlayer
-
-        dev.check_rate(play_idx, "output", sep.sample_rate)
-        player = DevicePlayer(play_idx, sep.sample_rate)
-        _note(f"playing the target on {dev.name(play_idx)}")
+    seps = _separators_per_channel(sep, k, prompt, jobs, modes)
     budget = _budget_samples(k, sep, plan) if realtime else 0
     mfile = _open_metrics(k["metrics_json"])
-    t0 = time.perf_counter()
     try:
-        s = run_file(sep, plan, input_path, output, prompt=prompt, residual_path=residual,
-                     seed=k["seed"], realtime=realtime, budget=budget, overload=k["overload"],
-                     metrics=Metrics(mfile), model_name=k["model"], info=info, player=player)
+        return _run_files(jobs, modes, seps, plan, k, prompt=prompt, realtime=realtime,
+                          budget=budget, mfile=mfile, play_idx=play_idx, subtype=subtype)
     finally:
         if mfile not in (None, sys.stdout):
             mfile.close()
-    wall = time.perf_counter() - t0
-    names = f"{output}{' and ' + residual if residual else ''}"
-    written = s["written"].get(output, 0)
-    if s.get("signal"):
-        kept = (f"{names} finalized with what was separated so far" if written else
-                "nothing was separated yet, so no file was written")
-        _note(f"stopped by {s['signal']} after {written / info.sample_rate:.1f} s of "
-              f"{info.duration:.1f} s; {kept}")
-        return int(s["exit_code"])
-    played = "" if player is None else (
-        f"; played {player.pos / sep.sample_rate:.1f} s, device underrun "
-        f"{player.underrun / sep.sample_rate:.2f} s, device xruns {player.xruns}")
-    _note(f"wrote {names} ({written} samples at {info.sample_rate} Hz) in {wall:.1f} s "
-          f"({written / info.sample_rate / max(wall, 1e-9):.1f}x real time); "
-          + _summary_line(s) + played)
+
+
+def _given(ctx: click.Context) -> set[str]:
+    """The options given on the command line (not left at their defaults)."""
+    return {n for n in ctx.params
+            if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
+def _check_file_outputs(inputs: tuple[str, ...], output: str, folder: bool,
+                        residual: str | None, residual_name: str | None,
+                        given: set[str]) -> None:
+    """-o FILE takes one input file; --residual goes with it, --name/--residual-name with a
+    folder."""
+    one_file = len(inputs) == 1 and not os.path.isdir(inputs[0])
+    if not folder and not one_file:
+        what = "the input is a folder" if len(inputs) == 1 else f"{len(inputs)} inputs were given"
+        stem = os.path.splitext(output)[0]
+        raise CliError(f"-o {output} names one file, but {what}: give an output folder, e.g. "
+                       f"-o {stem}/")
+    if folder and residual is not None:
+        raise CliError("--residual names one file, for -o FILE; in an output folder name the "
+                       "residuals with --residual-name, e.g. --residual-name '{stem}_rest.{ext}'")
+    if not folder:
+        for opt in ("name", "residual_name"):
+            if opt in given:
+                flag = "--" + opt.replace("_", "-")
+                raise CliError(f"{flag} names outputs in an output folder, but -o {output} is a "
+                               "file: give a folder as -o, or drop " + flag)
+    if residual is not None and os.path.abspath(residual) == os.path.abspath(output):
+        raise CliError("--residual and -o name the same file: give two different files")
+
+
+def _found_notes(found: Any, inputs: tuple[str, ...]) -> None:
+    secs = sum(i.info.duration for i in found.inputs)
+    _note(f"{len(found.inputs)} audio file{'s' * (len(found.inputs) != 1)} "
+          f"({_duration(secs)}) in {', '.join(inputs)}")
+    if found.other:
+        shown = ", ".join(os.path.basename(p) for p in found.other[:3])
+        more = f" and {len(found.other) - 3} more" if len(found.other) > 3 else ""
+        _note(f"skipped {len(found.other)} file{'s' * (len(found.other) != 1)} that "
+              f"{'are' if len(found.other) != 1 else 'is'} not audio ({shown}{more})")
+        for p in found.other:
+            console.detail(f"skipped {p}: not an audio file by its extension")
+    for p, why in found.unreadable:
+        _note(f"skipped {p}: {why}")
+    if found.duplicates:
+        _note(f"{found.duplicates} file{'s' * (found.duplicates != 1)} given twice, "
+              "separated once")
+
+
+def _duration(s: float) -> str:
+    if s >= 3600:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    if s >= 60:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{s:.1f} s"
+
+
+def _live_is_mono(jobs: list[Any]) -> list[str]:
+    """The live path is mono: in real time a multichannel input is downmixed, and says so."""
+    multi = [j for j in jobs if j.input.info.channels > 1]
+    if multi:
+        what = multi[0].input.path if len(jobs) == 1 else \
+            f"{len(multi)} of the {len(jobs)} inputs (e.g. {multi[0].input.path})"
+        _note(f"--realtime/--play separate the mono downmix of {what} "
+              f"({multi[0].input.info.channels} channels) and write it mono (the live path is "
+              "mono); without them every channel is kept")
+    return ["mono"] * len(jobs)
+
+
+def _separators_per_channel(sep: Any, k: dict[str, Any], prompt: str, jobs: list[Any],
+                            modes: list[str]) -> list[Any]:
+    """One separator for all channels, except for a separator with per-stream caches (a
+    RegionSeparator: SAM-Audio), of which each channel needs its own copy."""
+    from streamsep.engine.offline import ChannelLayout
+    from streamsep.separators.base import RegionSeparator
+
+    lanes = max(ChannelLayout(m, j.input.info.channels).lanes for j, m in zip(jobs, modes,
+                                                                              strict=True))
+    if lanes == 1 or not isinstance(sep, RegionSeparator):
+        return [sep]
+    from streamsep.separators.registry import load_separator
+
+    _note(f"loading {lanes - 1} more cop{'ies' if lanes > 2 else 'y'} of the model: it keeps "
+          "caches per stream, so each channel needs its own (--channels mono needs one)")
+    more = []
+    for _ in range(lanes - 1):
+        s = load_separator(k["model"], steps=k["steps"], method=k["method"])
+        s.set_prompt(prompt)
+        more.append(s)
+    return [sep, *more]
+
+
+def _run_files(jobs: list[Any], modes: list[str], seps: list[Any], plan: WindowPlan,
+               k: dict[str, Any], *, prompt: str, realtime: bool, budget: int,
+               mfile: IO[str] | None, play_idx: int | None, subtype: str | None) -> int:
+    """Separate every job in turn. A file that fails is reported and the others go on (a full
+    disk stops them all); a signal stops the run after finalizing the current file's outputs."""
+    import threading
+
+    from streamsep.audio.files import AudioFileError, DiskFullError
+    from streamsep.engine.metrics import Metrics
+    from streamsep.engine.offline import run_file
+    from streamsep.engine.signals import SIGNALS, stop_on_signals
+
+    sr = seps[0].sample_rate
+    stop = threading.Event()
+    failed: list[str] = []
+    done = 0
+    t_all = time.perf_counter()
+    seconds = [j.input.info.duration for j in jobs]
+    # The live status line means something only in real time (latency, buffer, device).
+    live_status = realtime and console.verbosity >= console.NORMAL
+    interval = 1.0 if live_status else float("inf")  # warnings still come through
+    with stop_on_signals(stop) as caught, \
+            console.Progress(seconds, enabled=not realtime and console.bars_wanted()) as bar:
+        for i, (job, mode) in enumerate(zip(jobs, modes, strict=True)):
+            if stop.is_set():
+                break
+            info = job.input.info
+            player = None
+            if play_idx is not None:
+                from streamsep.audio import devices as dev
+                from streamsep.engine.sinks import DevicePlayer
+
+                dev.check_rate(play_idx, "output", sr)
+                player = DevicePlayer(play_idx, sr)
+                _note(f"playing the target of {job.input.path} on {dev.name(play_idx)}")
+            metrics = Metrics(mfile, status=True if live_status else console.LineStream(),
+                              interval_s=interval)
+            bar.start(i, os.path.basename(job.input.path))
+            t0 = time.perf_counter()
+            try:
+                s = run_file(seps, plan, job.input.path, job.target, prompt=prompt,
+                             residual_path=job.residual, seed=k["seed"], realtime=realtime,
+                             budget=budget, overload=k["overload"], metrics=metrics,
+                             model_name=k["model"], info=info, player=player, stop=stop,
+                             channels=mode, subtype=subtype, progress=bar.update)
+            except AudioFileError as e:
+                # One bad file of many must not cost the rest; a full disk would fail them too.
+                if len(jobs) == 1 or isinstance(e, DiskFullError):
+                    raise
+                failed.append(job.input.path)
+                console.line(f"error: {_one_line(e)}")
+                continue
+            finally:
+                bar.finish(i)
+            wall = time.perf_counter() - t0
+            names = f"{job.target}{' and ' + job.residual if job.residual else ''}"
+            written = s["written"].get(job.target, 0)
+            if s.get("signal"):
+                kept = (f"{names} finalized with what was separated so far" if written else
+                        "nothing was separated yet, so no file was written")
+                _note(f"stopped by {s['signal']} after {written / info.sample_rate:.1f} s of "
+                      f"{info.duration:.1f} s of {job.input.path}; {kept}"
+                      + _not_started(len(jobs) - i - 1))
+                return int(s["exit_code"])
+            done += 1
+            _note(_wrote_line(s, names, written, info, wall, realtime, player, sr,
+                              k["overload"]))
+        if caught:  # between two files (a signal inside one returned above)
+            _note(f"stopped by {_signal_name(caught[0])}"
+                  + _not_started(len(jobs) - done - len(failed)))
+            return SIGNALS[caught[0]]
+    if len(jobs) > 1:
+        total = time.perf_counter() - t_all
+        audio = sum(seconds)
+        _note(f"{done} of {len(jobs)} files separated in {total:.1f} s "
+              f"({audio / max(total, 1e-9):.1f}x real time)")
+    if failed:
+        raise CliError(f"{len(failed)} of {len(jobs)} files failed ({failed[0]}"
+                       f"{' and more' if len(failed) > 1 else ''}; see above); the others are "
+                       "written")
     return 0
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _not_started(n: int) -> str:
+    return f"; {n} file{'s' * (n != 1)} not started" if n > 0 else ""
+
+
+def _wrote_line(s: dict[str, Any], names: str, written: int, info: Any, wall: float,
+                realtime: bool, player: Any, sr: int, overload: str) -> str:
+    ch = f", {s['channels']} channels" if s.get("channels", 1) > 1 else ""
+    line = (f"wrote {names} ({written} samples at {info.sample_rate} Hz{ch}) in {wall:.1f} s "
+            f"({written / info.sample_rate / max(wall, 1e-9):.1f}x real time)")
+    c = s["counters"]
+    bad = c.get("failed_windows", 0) + c.get("invalid_windows", 0) + \
+        c.get("nonfinite_windows", 0)
+    if realtime or console.verbosity >= console.VERBOSE:
+        line += "; " + _summary_line(s)
+    elif bad:
+        line += (f"; {bad} of {s['windows']} windows failed and hold the "
+                 f"{'dry input' if overload == 'dry' else 'silence'}")
+    if player is not None:
+        line += (f"; played {player.pos / sr:.1f} s, device underrun "
+                 f"{player.underrun / sr:.2f} s, device xruns {player.xruns}")
+    return line
 
 
 #: streamsep.bench_compare.BENCH_PRESETS, spelled out: importing that module loads MLX.
 COMPARE_PRESETS = ("tiny", "small", "base", "large", "reduced", "micro")
 
 
-@cli.command()
+BENCH_EXAMPLES = """\b
+Examples:
+  streamsep bench                                   # 30 s of synthetic input
+  streamsep bench talk.wav --steps 2 --json bench.json
+  streamsep bench --synthetic 60 --hop 1 --json -  # the JSON on stdout
+"""
+
+
+@cli.command(epilog=BENCH_EXAMPLES)
 @click.argument("input_path", metavar="[IN]", required=False)
 @click.option("--synthetic", type=float, default=None,
               help="Seconds of synthetic input instead of IN (default 30 when IN is absent).")
 @click.option("-p", "--prompt", default="speech", show_default=True)
-@click.option("--json", "json_path", default="streamsep-bench.json", show_default=True,
-              help="Where to write the results (- for stdout). With --compare only when "
-                   "given.")
+@click.option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Also write the results as JSON to PATH (- for stdout, the table then "
+                   "goes to stderr); without it only the table is printed.")
 @click.option("--compare", type=click.Choice(["mlx-audio"]), default=None,
               help="Instead: SAM-Audio against mlx-audio's, same random weights, input and "
                    "steps (--steps, default 4 euler); needs mlx-audio, installed without "
@@ -530,8 +842,9 @@ COMPARE_PRESETS = ("tiny", "small", "base", "large", "reduced", "micro")
               show_default=True,
               help="With --compare: the model size (reduced = the small DiT on a codec at "
                    "encoder 16 / decoder 384 channels, a quick run).")
+@_verbosity
 @_knobs
-def bench(input_path: str | None, synthetic: float | None, prompt: str, json_path: str,
+def bench(input_path: str | None, synthetic: float | None, prompt: str, json_path: str | None,
           compare: str | None, preset: str, **k: Any) -> None:
     """Measure compute per window, RTF and the latency to expect live."""
     from streamsep.audio.files import check_finite, probe, read_audio
@@ -552,7 +865,7 @@ def bench(input_path: str | None, synthetic: float | None, prompt: str, json_pat
         raise CliError(f"--synthetic must be between 0 and 3600 seconds (got {synthetic})")
     if input_path is not None:
         check_finite(input_path, probe(input_path))
-    if json_path != "-":
+    if json_path not in (None, "-"):
         folder = os.path.dirname(os.path.abspath(json_path))
         if not os.path.isdir(folder):
             raise CliError(f"--json {json_path}: folder {folder} does not exist")
@@ -574,6 +887,8 @@ def bench(input_path: str | None, synthetic: float | None, prompt: str, json_pat
                          "lookahead_s": plan.seconds(plan.lookahead),
                          "crossfade_s": plan.seconds(plan.crossfade)}})
     click.echo(_bench_table(res), err=json_path == "-")
+    if json_path is None:
+        return  # only where --json says: nothing lands in the current folder uninvited
     text = json.dumps(res, indent=2)
     if json_path == "-":
         click.echo(text)
@@ -685,6 +1000,7 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = os.environ.get("STREAMSEP_DEBUG") == "1"
     code = 0
+    console.set_verbosity(console.NORMAL)  # -q / -v hold for this call only (tests call again)
     try:
         rv = cli.main(args=argv, prog_name="streamsep", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

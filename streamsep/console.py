@@ -90,8 +90,7 @@ class Progress:
 
     Without a terminal (or with -q) it does nothing."""
 
-    FORMAT = ("{desc}{percentage:3.0f}% |{bar}| {n:.0f}/{total:.0f} s of audio "
-              "[{elapsed}<{remaining}, {rate_fmt}]")
+    FORMAT = "{desc}{percentage:3.0f}% |{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]"
 
     def __init__(self, seconds: list[float], enabled: bool | None = None):
         self.enabled = bars_wanted() if enabled is None else enabled
@@ -108,9 +107,14 @@ class Progress:
     def _bar(self, desc: str, total: float, position: int) -> Any:
         from tqdm import tqdm
 
+        try:
+            cols = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            cols = 0
+        # A terminal that reports no width (some ptys) would get an empty bar from tqdm.
+        size = {"dynamic_ncols": True} if cols > 0 else {"ncols": 80}
         bar = tqdm(total=total, desc=desc, position=position, file=sys.stderr, leave=False,
-                   bar_format=self.FORMAT, unit="s", dynamic_ncols=True, mininterval=0.25,
-                   smoothing=0.1)
+                   bar_format=self.FORMAT, unit="s", mininterval=0.25, smoothing=0.1, **size)
         _bars.append(bar)
         return bar
 

@@ -102,12 +102,18 @@ def test_any_rate_and_channel_count_is_converted_and_announced(capsys, tmp_path,
     sf.write(p, x, rate)
     out = tmp_path / "o.wav"
     res = _ok(capsys, "file", str(p), "-p", "speech", "-o", str(out), *FAST)
-    y, sr = sf.read(out)
+    y, sr = sf.read(out, always_2d=True)
+    assert sr == rate and y.shape == (n, channels)  # every channel kept (--channels keep)
+    assert "downmixing" not in res.err
+    if rate != SR:
+        assert f"resampling {rate} Hz to 48000 Hz" in res.err
+    mono = tmp_path / "m.wav"
+    res = _ok(capsys, "file", str(p), "-p", "speech", "-o", str(mono), "--channels", "mono",
+              *FAST)
+    y, sr = sf.read(mono)
     assert sr == rate and y.ndim == 1 and len(y) == n
     if channels > 1:
         assert "downmixing" in res.err
-    if rate != SR:
-        assert f"resampling {rate} Hz to 48000 Hz" in res.err
 
 
 def test_empty_prompt(capsys, wav, tmp_path):
@@ -144,9 +150,10 @@ def test_invalid_knobs(capsys, wav, tmp_path, knobs, needle):
 def test_bad_output_paths(capsys, wav, tmp_path):
     code, _, err = _cli(capsys, "file", str(wav), "-p", "x", "-o", str(tmp_path / "o.xyz"), *FAST)
     _one_error(code, err, "unknown audio format")
-    code, _, err = _cli(capsys, "file", str(wav), "-p", "x", "-o",
-                        str(tmp_path / "missing" / "o.wav"), *FAST)
-    _one_error(code, err, "does not exist")
+    # a missing output folder is created (and said, so that a typo shows)
+    res = _ok(capsys, "file", str(wav), "-p", "x", "-o", str(tmp_path / "new" / "o.wav"), *FAST)
+    assert f"created the folder {tmp_path / 'new'}" in res.err
+    assert sf.info(tmp_path / "new" / "o.wav").frames == SR
     code, _, err = _cli(capsys, "file", str(wav), "-p", "x", "-o", str(tmp_path / "o.wav"),
                         "--residual", str(tmp_path / "o.wav"), *FAST)
     _one_error(code, err, "same file")

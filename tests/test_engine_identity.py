@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from engine_sim import Duplex
+from engine_sim import Collect, Duplex
 
 from streamsep.engine.engine import Engine, FileSink
 from streamsep.engine.offline import run_fast, run_file
@@ -11,18 +11,6 @@ from streamsep.engine.plan import WindowPlan
 from streamsep.separators.simple import Passthrough, Silence
 
 SR, HOP = 48000, 1920
-
-
-class Collect:
-    def __init__(self):
-        self.parts = []
-
-    def write(self, x):
-        self.parts.append(np.array(x, np.float32))
-
-    @property
-    def data(self):
-        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
 
 
 PLANS = [  # (window, hop, lookahead, crossfade) in latent frames
@@ -84,7 +72,8 @@ def test_file_mode_output_has_input_length_and_rate(tmp_path):
     sf.write(src, stereo, sr_in)
     plan = WindowPlan.from_seconds(SR, HOP, 2.0, 0.4, 0.2, 0.08)
     out, res = tmp_path / "out.wav", tmp_path / "res.wav"
-    run_file(Passthrough(), plan, str(src), str(out), prompt="x", residual_path=str(res))
+    run_file(Passthrough(), plan, str(src), str(out), prompt="x", residual_path=str(res),
+             channels="mono")  # the downmix path; channels="keep" is in test_file_batch.py
     y, sr = sf.read(out, dtype="float32")
     r, _ = sf.read(res, dtype="float32")
     assert sr == sr_in and y.ndim == 1 and len(y) == len(x) == len(r)

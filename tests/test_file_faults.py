@@ -91,7 +91,7 @@ def test_complete_files_do_not_warn(capsys, tmp_path):
         p = tmp_path / f"in.{ext}"
         sf.write(p, _noise(3.0), SR)
         code, err = _run_cli(capsys, "file", str(p), "-p", "x", "-o", str(tmp_path / "o.wav"),
-                             *FAST)
+                             "--overwrite", *FAST)
         assert code == 0 and not _lines(err, "warning:"), err
         assert sf.info(tmp_path / "o.wav").frames == sf.info(p).frames
 
@@ -221,7 +221,7 @@ def test_full_disk_during_a_run(capsys, tmp_path, tiny_disk):
 def test_uncompressed_output_too_big_for_the_disk_is_refused_up_front(capsys, tmp_path,
                                                                       tiny_disk):
     src = tmp_path / "in.wav"
-    sf.write(src, _noise(10.0), SR)
+    sf.write(src, _noise(10.0), SR, subtype="FLOAT")  # float in, float out: 1.9 MB for 1 MB
     code, err = _run_cli(capsys, "file", str(src), "-p", "x", "-o", str(tiny_disk / "o.wav"),
                          *FAST)
     errors = _lines(err, "error:")

@@ -57,6 +57,10 @@ class AudioFileError(ValueError):
     """A file cannot be read or written; the message names the file and the fix."""
 
 
+class DiskFullError(AudioFileError):
+    """An output's disk filled up while it was written (what was written is kept)."""
+
+
 def _note(text: str) -> None:
     console.note(text)
 
@@ -441,7 +445,8 @@ def check_space(outputs: list[tuple[Any, ...]]) -> None:
             free = shutil.disk_usage(folder).free
         except OSError:
             continue
-        if size > free:
+        # the writers stop short of the last _DISK_RESERVE bytes (see SafeWriter.write)
+        if size and size + _DISK_RESERVE > free:
             shown = " and ".join(paths) if len(paths) <= 2 else \
                 f"{paths[0]} and {len(paths) - 1} more outputs"
             raise AudioFileError(
@@ -544,7 +549,7 @@ class SafeWriter:
     def _fail(self, reason: str) -> None:
         self.failed = True
         self.close()
-        raise AudioFileError(self._failure(reason)) from None
+        raise self._error(reason) from None
 
     def _free_bytes(self) -> int:
         try:
@@ -561,6 +566,10 @@ class SafeWriter:
 
     def _disk_full(self) -> bool:
         return self._free_bytes() < _DISK_RESERVE
+
+    def _error(self, reason: str) -> AudioFileError:
+        cls = DiskFullError if reason == "disk full" else AudioFileError
+        return cls(self._failure(reason))
 
     def _failure(self, reason: str) -> str:
         kept = self.kept
@@ -594,7 +603,7 @@ class SafeWriter:
                 os.unlink(self.tmp)
             if problem is not None and not self.failed:
                 self.failed = True
-                raise AudioFileError(self._failure(problem))
+                raise self._error(problem)
             return
         try:
             os.replace(self.tmp, self.path)
@@ -603,7 +612,7 @@ class SafeWriter:
                                  f"output is in {self.tmp}; move it by hand") from None
         if problem is not None and not self.failed:
             self.failed = True
-            raise AudioFileError(self._failure(problem))
+            raise self._error(problem)
         if self.clipped:
             _note(f"{self.path}: {self.clipped} samples above full scale were clipped "
                   f"({self.subtype or self.format} holds at most 1.0; a .wav with --subtype "

@@ -848,6 +848,36 @@ class DACVAE(nn.Module):
         mx.eval(self.parameters())
         return self
 
+    def randomize(self, seed: int = 0) -> DACVAE:
+        """Random weights with the golden fixture's statistics (PyTorch's default init).
+
+        A fresh DACVAE holds zeros, which is fine for timing but hides every value-dependent
+        effect (the watermark LSTMs' memory, rounding); tests and benchmarks of such effects on
+        codec shapes without a checkpoint use this.
+        """
+        rng = np.random.default_rng(seed)
+        params = []
+        for key, value in tree_flatten(self.parameters()):
+            shape = tuple(value.shape)
+            if key.endswith(".alpha"):
+                a = rng.uniform(0.5, 2.0, shape)
+            elif ".lstm." in key:
+                bound = 1 / math.sqrt(shape[0] // 4)
+                a = rng.uniform(-bound, bound, shape) if "weight" in key else rng.normal(
+                    0, 0.07, shape
+                )
+            elif len(shape) == 3:  # conv weights, (out, k, in)
+                bound = 1 / math.sqrt(shape[1] * shape[2])
+                a = rng.uniform(-bound, bound, shape)
+            elif key.endswith("msg_processor.weight"):
+                a = rng.normal(0, 0.5, shape)
+            else:
+                a = rng.normal(0, 0.04, shape)
+            params.append((key, mx.array(a.astype(np.float32))))
+        self.load_weights(params)
+        mx.eval(self.parameters())
+        return self
+
     # ---- helpers ---------------------------------------------------------------------------
 
     def _reflect_pad(self, wav: mx.array) -> mx.array:

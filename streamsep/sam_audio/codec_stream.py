@@ -158,6 +158,8 @@ class WindowEncoder:
         self.hop = codec.hop_length
         self.left, self.right = encoder_margins(codec)
         self.features: mx.array | None = None
+        #: frames of audio the last call encoded (the window's, when it could not reuse)
+        self.encoded = 0
 
     def reset(self) -> None:
         self.features = None
@@ -183,7 +185,8 @@ class WindowEncoder:
         frames = wav.shape[1] // self.hop
         prev = self.features
         same = prev is not None and tuple(prev.shape[:2]) == (wav.shape[0], frames)
-        if not same or self.encoded_frames(frames, shift) == frames:
+        self.encoded = self.encoded_frames(frames, shift) if same else frames
+        if self.encoded == frames:
             feats = self.codec.encode(wav)
         else:
             hop, left, right = self.hop, self.left, self.right
@@ -333,8 +336,10 @@ class RegionDecoder:
         self._kept: dict[int, Any] | None = None
         self._kept_frames = 0
         self._batch = 0
-        #: frames of features the last call decoded (audio path), for benchmarks and tests
+        #: frames of features the last call decoded (audio path), and whether it resumed the
+        #: previous call's watermark state; for benchmarks and tests
         self.decoded_frames = 0
+        self.resumed = False
 
     def reset(self) -> None:
         self._kept = None
@@ -360,6 +365,7 @@ class RegionDecoder:
             and shift is not None
             and 1 <= shift <= self._kept_frames
         )
+        self.resumed = resume
         state = _select(self._kept, shift - 1) if resume else None
         if resume or not self.watermark:
             start = f0

@@ -8,10 +8,10 @@ and the x-embedder's GroupNorm (one group) normalises over all frames, padded on
 Compute paths (as in codec.py): MLX's Linux CPU backend evaluates exp, sin and cos one element at a
 time, about 10-20 ns each (30x numpy), and its ``scaled_dot_product_attention`` falls back to a
 softmax built on that exp. Left alone, SwiGLU's sigmoid, the attention softmax and RoPE's angles
-cost a quarter of a small-preset step on CPU. The CPU forms build exp from mul/add (Cody-Waite
-range reduction and a degree-7 polynomial, ~1 ulp) that ``mx.compile`` fuses into one kernel, and
-rotate with a cached cos/sin table. GPUs keep MLX's fused kernels. Both paths compute the same
-function to float32 rounding; tests compare them.
+cost a third of a small-preset evaluation on CPU. The CPU forms build exp from mul/add
+(Cody-Waite range reduction and a degree-7 polynomial, within 2 ulp) that ``mx.compile`` fuses
+into one kernel, and rotate with a cached cos/sin table. GPUs keep MLX's fused kernels. Both paths
+compute the same function to float32 rounding; tests compare them.
 """
 
 from __future__ import annotations

@@ -191,14 +191,14 @@ class _Window:
         hop = self.frame_hop
         return window_spans(self.runs, start // hop, n // hop, hop / self.sample_rate) or None
 
-    def _run(self, fn: Callable[..., Any], start: int, window: np.ndarray,
+    def _run(self, fn: Callable[..., Any], at: int, window: np.ndarray,
              noise: np.ndarray | None, **kwargs: Any) -> Any:
         try:
-            out = fn(window, noise, self._anchors(start, len(window)), **kwargs)
+            out = fn(window, noise, self._anchors(at, len(window)), **kwargs)
             if not all(np.isfinite(np.asarray(x)).all() for x in out):
                 raise FloatingPointError(
                     f"SAM-Audio returned NaN or Inf for the window at "
-                    f"{start / self.sample_rate:.2f} s"
+                    f"{at / self.sample_rate:.2f} s"
                 )
         except Exception as e:
             self.error = self.error or e
