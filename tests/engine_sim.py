@@ -29,3 +29,17 @@ class Duplex:
     @property
     def done(self):
         return self.e.input.write_pos - self.e.latency_samples >= len(self.x)
+
+
+class Collect:
+    """A file stand-in for FileSink: keeps what is written."""
+
+    def __init__(self):
+        self.parts = []
+
+    def write(self, x):
+        self.parts.append(np.array(x, np.float32))
+
+    @property
+    def data(self):
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)

@@ -4,6 +4,7 @@ positions. Deterministic: the engine is driven by hand, no devices."""
 import numpy as np
 import pytest
 from cli_util import one_error, run_cli
+from engine_sim import Collect
 
 from streamsep.engine import live
 from streamsep.engine.engine import Engine, FileSink
@@ -14,18 +15,6 @@ from streamsep.separators.simple import Passthrough, Silence
 
 SR, HOP = 48000, 1920
 PLAN = (25, 5, 2, 1)  # window, hop, lookahead, crossfade in latent frames (1 s, 0.2 s, ...)
-
-
-class Collect:
-    def __init__(self):
-        self.parts = []
-
-    def write(self, x):
-        self.parts.append(np.array(x, np.float32))
-
-    @property
-    def data(self):
-        return np.concatenate(self.parts)
 
 
 def _engine(sep, **mixgate):

@@ -230,14 +230,7 @@ def dit_variants(model: SAMAudio, frames: int) -> list[tuple[str, str, Callable[
     feats = mx.array(np.concatenate([half, half], axis=-1))
     cond = model.conditioning(feats, (hidden, mx.ones((1, TEXT_TOKENS), dtype=mx.bool_)))
     noise = mx.array(rng.standard_normal((1, frames, model.noise_channels)).astype(np.float32))
-    args = (
-        cond.mixture,
-        cond.text_hidden,
-        cond.text_mask,
-        cond.anchor_ids,
-        cond.anchor_alignment,
-        cond.pad_mask,
-    )
+    args = cond.tensors
     mx.eval(noise, *args)
 
     def field(t: mx.array, y: mx.array, *a: mx.array) -> mx.array:

@@ -76,6 +76,12 @@ class Conditioning:
     pad_mask: mx.array  # (B, T) bool, True on valid frames
     sizes: list[int]  # valid frames per item
 
+    @property
+    def tensors(self) -> tuple[mx.array, ...]:
+        """The per-solve inputs, in the order the compiled vector field receives them."""
+        return (self.mixture, self.text_hidden, self.text_mask, self.anchor_ids,
+                self.anchor_alignment, self.pad_mask)
+
 
 class SinusoidalEmbedding(nn.Module):
     """cos/sin features of a scalar per item (the reference's model.timestep_emb, no weights)."""
@@ -280,14 +286,7 @@ class SAMAudio(nn.Module):
         expected = (*cond.mixture.shape[:2], self.noise_channels)
         if tuple(noise.shape) != expected:
             raise ValueError(f"noise must have shape {expected}; got {tuple(noise.shape)}")
-        args = (
-            cond.mixture,
-            cond.text_hidden,
-            cond.text_mask,
-            cond.anchor_ids,
-            cond.anchor_alignment,
-            cond.pad_mask,
-        )
+        args = cond.tensors
 
         def field(
             t: mx.array,
@@ -412,6 +411,37 @@ class SAMAudio(nn.Module):
             target=targets, residual=residuals, noise=noise, peak_memory=_peak_memory_gb()
         )
 
+    def solve_window(
+        self,
+        mixture_features: mx.array,
+        text_features: tuple[mx.array, mx.array],
+        noise: mx.array | np.ndarray,
+        method: str,
+        step_size: float,
+        anchors: list[tuple[str, float, float]] | None = None,
+    ) -> mx.array:
+        """The flow over one window's stacked mixture features (B, T, 2C): (B, T, 2C) target
+        and residual features. ``anchors`` are window-relative spans, for B = 1."""
+        batch, frames = mixture_features.shape[:2]
+        anchor_ids = anchor_alignment = None
+        if anchors:
+            if batch != 1:
+                raise ValueError("anchors in separate_window apply to a single window (B = 1)")
+            anchor_ids, anchor_alignment = anchor_tensors(
+                [anchors], frames, [frames], self.hop_length, self.sample_rate
+            )
+        hidden, mask = text_features
+        if hidden.shape[0] == 1 and batch > 1:
+            hidden = mx.broadcast_to(hidden, (batch, *hidden.shape[1:]))
+            mask = mx.broadcast_to(mask, (batch, *mask.shape[1:]))
+        cond = self.conditioning(
+            mixture_features, (hidden, mask), None, anchor_ids, anchor_alignment
+        )
+        noise = mx.array(noise) if not isinstance(noise, mx.array) else noise
+        if noise.ndim == 2:
+            noise = noise[None]
+        return self.solve(cond, noise, method, step_size)
+
     def separate_window(
         self,
         audio: mx.array | np.ndarray | None = None,
@@ -450,27 +480,10 @@ class SAMAudio(nn.Module):
         if step_size is None:
             step_size = step_size_for(steps if steps is not None else 16)
         method, step_size = parse_ode_opt({"method": method, "step_size": step_size})
-        batch, frames = mixture_features.shape[:2]
-        anchor_ids = anchor_alignment = None
-        if anchors:
-            if batch != 1:
-                raise ValueError("anchors in separate_window apply to a single window (B = 1)")
-            anchor_ids, anchor_alignment = anchor_tensors(
-                [anchors], frames, [frames], self.hop_length, self.sample_rate
-            )
-        hidden, mask = text_features
-        if hidden.shape[0] == 1 and batch > 1:
-            hidden = mx.broadcast_to(hidden, (batch, *hidden.shape[1:]))
-            mask = mx.broadcast_to(mask, (batch, *mask.shape[1:]))
-        cond = self.conditioning(
-            mixture_features, (hidden, mask), None, anchor_ids, anchor_alignment
-        )
         if noise is None:
-            noise = self.make_noise(batch, frames, seed)
-        noise = mx.array(noise) if not isinstance(noise, mx.array) else noise
-        if noise.ndim == 2:
-            noise = noise[None]
-        features = self.solve(cond, noise, method, step_size)
+            noise = self.make_noise(*mixture_features.shape[:2], seed)
+        features = self.solve_window(mixture_features, text_features, noise, method, step_size,
+                                     anchors)
         target, residual = self.decode_pair(features, None, wm_message)
         mx.eval(target, residual)
         return target, residual
