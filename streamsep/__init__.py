@@ -5,6 +5,8 @@ from streamsep import runtime as _runtime  # noqa: F401  (must run before mlx.co
 __version__ = "0.1.0"
 
 _LAZY = {
+    "load": "streamsep.api",
+    "Model": "streamsep.api",
     "SAMAudio": "streamsep.sam_audio.model",
     "SAMAudioProcessor": "streamsep.sam_audio.processor",
     "SeparationResult": "streamsep.sam_audio.model",

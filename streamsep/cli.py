@@ -1,4 +1,4 @@
-"""streamsep command line: devices, run, file, bench, eval.
+"""streamsep command line: devices, run, file, batch, bench, eval.
 
 Every failure a user can cause ends in one line on stderr, ``error: <what> <fix>``, and a
 non-zero exit code; set STREAMSEP_DEBUG=1 to see tracebacks.
@@ -17,7 +17,11 @@ import click
 
 from streamsep import console
 from streamsep.engine.plan import (
+    CONTINUITY_SCHEMES,
+    CROSSFADE_SHAPES,
+    DEFAULT_CONTINUITY,
     DEFAULT_CROSSFADE_S,
+    DEFAULT_CROSSFADE_SHAPE,
     DEFAULT_HOP_S,
     DEFAULT_LOOKAHEAD_S,
     DEFAULT_WINDOW_S,
@@ -56,6 +60,16 @@ def _knobs(f: Callable) -> Callable:
                      help="Right context the model sees before audio is emitted, seconds (R)."),
         click.option("--crossfade", type=float, default=DEFAULT_CROSSFADE_S, show_default=True,
                      help="Crossfade between consecutive windows, seconds (X)."),
+        click.option("--crossfade-shape", type=click.Choice(CROSSFADE_SHAPES),
+                     default=DEFAULT_CROSSFADE_SHAPE, show_default=True,
+                     help="Crossfade weights: amplitude (sum to one: target + residual stays "
+                          "the input) or power (squares sum to one)."),
+        click.option("--continuity", type=click.Choice(CONTINUITY_SCHEMES),
+                     default=DEFAULT_CONTINUITY, show_default=True,
+                     help="How overlapping windows agree: independent (fresh noise per "
+                          "window), position (noise seeded by position), inpaint (position, "
+                          "plus the shared frames pinned to the previous window's result on "
+                          "the flow path; embedded model, 2+ steps)."),
         click.option("--steps", type=int, default=None,
                      help="ODE steps (model default if omitted)."),
         click.option("--method", type=click.Choice(["euler", "midpoint"]), default=None,
@@ -76,6 +90,16 @@ def _knobs(f: Callable) -> Callable:
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _prompt_policy(f: Callable) -> Callable:
+    """--prompt-policy (run and file): what the embedded model does with a prompt it lacks."""
+    return click.option(
+        "--prompt-policy", type=click.Choice(["strict", "nearest"]), default="strict",
+        show_default=True,
+        help="strict: a prompt the model cannot serve (the embedded model knows speech, music "
+             "and noise; `streamsep models` lists its wordings) is refused; nearest: it acts as "
+             "its nearest class.")(f)
 
 
 def _check_prompt(prompt: str | None) -> str:
@@ -146,7 +170,8 @@ def _budget_seconds(b: str) -> float | None:
 def _load(k: dict[str, Any]) -> tuple[Any, WindowPlan]:
     from streamsep.separators.registry import load_separator
 
-    sep = load_separator(k["model"], steps=k["steps"], method=k["method"])
+    sep = load_separator(k["model"], steps=k["steps"], method=k["method"],
+                         prompt_policy=k.get("prompt_policy"))
     if k["model"].split(":")[0] not in ("passthrough", "silence", "bandpass"):
         # Say once which compute backend runs the model: a missing OpenBLAS costs ~20x.
         from streamsep import runtime
@@ -164,7 +189,12 @@ def _load(k: dict[str, Any]) -> tuple[Any, WindowPlan]:
     if getattr(sep, "prompt_note", None):
         _note(sep.prompt_note)
     plan = WindowPlan.from_seconds(sep.sample_rate, sep.frame_hop, k["window"], k["hop"],
-                                   k["lookahead"], k["crossfade"])
+                                   k["lookahead"], k["crossfade"],
+                                   continuity=k.get("continuity", DEFAULT_CONTINUITY),
+                                   crossfade_shape=k.get("crossfade_shape",
+                                                         DEFAULT_CROSSFADE_SHAPE))
+    if plan.continuity == "inpaint" and not callable(getattr(sep, "separate_continued", None)):
+        _note("--continuity inpaint: this model cannot inpaint; it runs as position")
     return sep, plan
 
 
@@ -231,6 +261,7 @@ Examples:
   streamsep run -p speech -o "BlackHole 2ch"
   streamsep file talk.wav -p speech -o talk_speech.wav
   streamsep -q file episodes/ -p speech -o separated/
+  streamsep batch archive/ separated/ -p speech
   streamsep bench --synthetic 60 --json bench.json
 
 `streamsep COMMAND -h` explains each command, with examples.
@@ -255,6 +286,20 @@ def devices() -> None:
     click.echo(dev.list_devices())
 
 
+@cli.command(epilog="""\b
+Examples:
+  streamsep models
+  streamsep file talk.wav -p "a dog barking" -o dog.wav --model facebook/sam-audio-small""")
+def models() -> None:
+    """List the models (--model values) and the prompts each one knows."""
+    from streamsep.separators.registry import catalogue
+
+    for spec, what, prompts in catalogue():
+        click.echo(f"{spec}\n  {what}")
+        for line in prompts:
+            click.echo(f"  {line}")
+
+
 RUN_HELP = """Separate live from an input device to an output device.
 
 \b
@@ -264,7 +309,8 @@ While it runs, type on stdin and press Enter:
   gate on|off    the gate (see --gate)
   gate DB        the gate's threshold in dB (and the gate on)
   prompt TEXT    TEXT as the prompt even if it starts with mix/gate
-Ctrl-C stops.
+A prompt the model cannot serve is refused with a note (see --prompt-policy
+and `streamsep models`) and the prompt in use keeps running. Ctrl-C stops.
 
 \b
 --virtual-mic creates a microphone that other programs (OBS, a browser,
@@ -318,6 +364,7 @@ Examples:
 @click.option("--latency", default="high", show_default=True,
               help="Device latency: low, high, or seconds.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@_prompt_policy
 @_knobs
 def run(prompt: str, input_device: str | None, output_device: str | None,
         residual_out: str | None, record_target: str | None, virtual_mic: str | None,
@@ -348,6 +395,8 @@ def run(prompt: str, input_device: str | None, output_device: str | None,
     monitor = (input_device or "").strip().lower() == "monitor"
     in_idx = out_idx = res_idx = None
     wants_virtual = monitor or virtual_mic is not None or virtual_mic_residual is not None
+    if virtual_mic is not None:  # before PortAudio loads: its JACK host API onto PipeWire
+        virtual.preload_pipewire_jack("monitor" if monitor else input_device)
     if not monitor and (input_device is not None or not wants_virtual):
         in_idx = dev.resolve(input_device, "input")  # first: its error names the input
     # --input monitor with the default output would record its own output: prepare() refuses
@@ -397,7 +446,7 @@ def run(prompt: str, input_device: str | None, output_device: str | None,
                     writers.append(w)
                     engine.add_sink(FileSink(w, which))
             if virt is not None:
-                virt.create()
+                in_idx, out_idx, res_idx = virt.create(in_idx, out_idx, res_idx, note=_note)
             streams = live.open_streams(engine, in_idx, out_idx, res_idx, blocksize=blocksize,
                                         latency=latency,
                                         routes=None if virt is None else virt.routes)
@@ -540,6 +589,7 @@ Examples:
 @click.option("--play-device", default=None, metavar="DEV",
               help="Output device for --play: index or name part (default: the system default).")
 @_verbosity
+@_prompt_policy
 @_knobs
 def file(inputs: tuple[str, ...], prompt: str, output: str, residual: str | None, name: str,
          residual_name: str | None, overwrite: bool, channels: str, subtype: str | None,
@@ -694,7 +744,8 @@ def _separators_per_channel(sep: Any, k: dict[str, Any], prompt: str, jobs: list
           "caches per stream, so each channel needs its own (--channels mono needs one)")
     more = []
     for _ in range(lanes - 1):
-        s = load_separator(k["model"], steps=k["steps"], method=k["method"])
+        s = load_separator(k["model"], steps=k["steps"], method=k["method"],
+                           prompt_policy=k.get("prompt_policy"))
         s.set_prompt(prompt)
         more.append(s)
     return [sep, *more]
@@ -810,6 +861,90 @@ def _wrote_line(s: dict[str, Any], names: str, written: int, info: Any, wall: fl
         line += (f"; played {player.pos / sr:.1f} s, device underrun "
                  f"{player.underrun / sr:.2f} s, device xruns {player.xruns}")
     return line
+
+
+BATCH_HELP = """Separate an archive: every audio file below IN_DIR into OUT_DIR.
+
+Files are named as by `streamsep file` (--name, --residual-name, in the
+sub-folder their input had) and separated by a pool of worker processes, one
+model each (--workers, default one per CPU), or with --ray ADDRESS by actors on
+a Ray cluster (pip install 'streamsep[cluster]'; IN_DIR and OUT_DIR must be the
+same paths on every node). Files longer than --segment are split into segments
+that run in parallel and are joined to exactly what one pass writes.
+
+Resumable: OUT_DIR/streamsep-batch.jsonl records every file started and
+finished (input size and mtime, settings, outputs, seconds). Run the same
+command again and finished files are skipped; interrupted, failed and changed
+ones are separated again. A worker that dies mid-file is replaced and the file
+retried (--retries). Ctrl-C or SIGTERM stops: running files are finalized and
+recorded as interrupted, nothing new starts.
+"""
+
+BATCH_EXAMPLES = """\b
+Examples:
+  streamsep batch podcasts/ separated/ -p speech
+  streamsep batch archive/ out/ -p speech --residual-name "{stem}_rest.flac" --workers 4
+  streamsep batch /nfs/archive /nfs/out -p music --ray 10.0.0.5:6379
+"""
+
+
+def _batch_knobs(f: Callable) -> Callable:
+    """The model and window options of every command, less the live-only --budget and the
+    per-window --metrics-json (workers run in other processes)."""
+    f = _knobs(f)
+    f.__click_params__ = [p for p in f.__click_params__  # type: ignore[attr-defined]
+                          if p.name not in ("budget", "metrics_json")]
+    return f
+
+
+@cli.command(help=BATCH_HELP, epilog=BATCH_EXAMPLES)
+@click.argument("in_dir", metavar="IN_DIR")
+@click.argument("out_dir", metavar="OUT_DIR")
+@click.option("-p", "--prompt", required=True, help="The sound to extract, e.g. 'speech'.")
+@click.option("--name", default=DEFAULT_NAME, show_default=True, metavar="TEMPLATE",
+              help="Name of each target in OUT_DIR (fields as for `streamsep file`).")
+@click.option("--residual-name", default=None, metavar="TEMPLATE",
+              help="Also write each residual, named so, e.g. '{stem}_rest.{ext}'.")
+@click.option("--channels", type=click.Choice(CHANNEL_MODES), default="keep",
+              show_default=True, help="As for `streamsep file`.")
+@click.option("--subtype", default=None, metavar="SUBTYPE",
+              help="Sample format of the outputs, as for `streamsep file`.")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (or Ray actors), one model each; default one per CPU "
+                   "(on Ray: per CPU of the cluster).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on the Ray cluster at ADDRESS (host:port, or 'auto').")
+@click.option("--retries", type=int, default=2, show_default=True,
+              help="Times a file is given to a new worker after its worker died on it.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace outputs in OUT_DIR that the manifest does not know of.")
+@click.option("--segment", "segment_s", type=float, default=300.0, show_default=True,
+              metavar="SECONDS",
+              help="Split files longer than this into segments run in parallel and joined "
+                   "(exactly what one pass writes; built-in models, 48 kHz WAV/FLAC/AIFF "
+                   "inputs); 0: never.")
+@_verbosity
+@_batch_knobs
+def batch(in_dir: str, out_dir: str, prompt: str, name: str, residual_name: str | None,
+          channels: str, subtype: str | None, workers: int | None, ray_address: str | None,
+          retries: int, overwrite: bool, segment_s: float, **k: Any) -> int:
+    from streamsep.batch import Settings, run_batch
+
+    prompt = _check_prompt(prompt)
+    _check_knobs({**k, "budget": "auto"})
+    if workers is not None and not 1 <= workers <= 1024:
+        raise CliError(f"--workers must be between 1 and 1024 (got {workers})")
+    if not 0 <= retries <= 100:
+        raise CliError(f"--retries must be between 0 and 100 (got {retries})")
+    if not 0 <= segment_s < float("inf"):
+        raise CliError(f"--segment must be 0 (never split) or seconds (got {segment_s})")
+    settings = Settings(prompt=prompt, model=k["model"], steps=k["steps"], method=k["method"],
+                        seed=k["seed"], window=k["window"], hop=k["hop"],
+                        lookahead=k["lookahead"], crossfade=k["crossfade"],
+                        overload=k["overload"], channels=channels, subtype=subtype, name=name,
+                        residual_name=residual_name)
+    return run_batch(in_dir, out_dir, settings, workers=workers, ray_address=ray_address,
+                     retries=retries, overwrite=overwrite, segment_s=segment_s or None)
 
 
 #: streamsep.bench_compare.BENCH_PRESETS, spelled out: importing that module loads MLX.
@@ -967,22 +1102,111 @@ def _bench_table(r: dict[str, Any]) -> str:
     return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
-@click.pass_context
-def eval(ctx: click.Context) -> None:  # noqa: A001 (the command's name)
-    """Quality benchmark (SI-SDR per prompt class); forwards to streamsep.evaluation."""
+EVAL_HELP = """Score separation quality: SI-SDR per prompt class on held-out mixtures.
+
+\b
+Without --corpus it scores the 20 held-out mixtures that ship with streamsep
+(10 s each, 16 kHz: synthetic and recorded speech over music and noise the
+embedded model never trained on; licences in streamsep/data/eval/LICENSES.md).
+The table has the model with trained and held-out wordings of each prompt, the
+wrong prompt, the unprocessed mixture and a spectral-gating baseline; --engine
+adds the streaming engine at --window/--hop/--lookahead/--crossfade.
+
+\b
+A corpus folder (--corpus DIR) holds either
+  mixtures.json and one mono 16 kHz file per source (the mixture is their
+  sum): what --make-corpus DIR writes, the way to add mixtures of your own, or
+  test_mixtures.json + test_mixtures.npz from tools/make_corpus.py (the full
+  60-mixture set; it needs Debian's TTS and MIDI packages).
+"""
+
+EVAL_EXAMPLES = """\b
+Examples:
+  streamsep eval                                   # the bundled held-out set
+  streamsep eval --engine --window 4 --hop 0.5 --lookahead 0.25 --crossfade 0.1
+  streamsep eval --model passthrough --limit 5 --json -
+  streamsep eval --make-corpus my_corpus/          # the bundled set as files, to extend
+  streamsep eval --corpus my_corpus/ --json eval.json
+"""
+
+
+@cli.command(help=EVAL_HELP, epilog=EVAL_EXAMPLES)
+@click.option("--corpus", default=None, metavar="DIR",
+              help="Corpus folder (see above); default: the held-out set shipped with "
+                   "streamsep.")
+@click.option("--make-corpus", "make_dir", default=None, metavar="DIR",
+              help="Instead of scoring: write the corpus's mixtures (with --limit, the first "
+                   "N) into DIR as 16-bit FLAC files and mixtures.json.")
+@click.option("--model", default=None,
+              help="Separator to score, as for the other commands (default: embedded).")
+@click.option("--steps", type=int, default=None, help="Flow steps (default: the model's).")
+@click.option("--limit", type=int, default=None, help="Only the first N mixtures.")
+@click.option("--engine", is_flag=True, help="Also score through the streaming engine.")
+@click.option("--engine-limit", type=int, default=10, show_default=True,
+              help="Mixtures for the engine pass.")
+@click.option("--window", type=float, default=DEFAULT_WINDOW_S, show_default=True,
+              help="Engine window W, seconds.")
+@click.option("--hop", type=float, default=DEFAULT_HOP_S, show_default=True,
+              help="Engine hop H, seconds.")
+@click.option("--lookahead", type=float, default=DEFAULT_LOOKAHEAD_S, show_default=True,
+              help="Engine lookahead R, seconds.")
+@click.option("--crossfade", type=float, default=DEFAULT_CROSSFADE_S, show_default=True,
+              help="Engine crossfade X, seconds.")
+@click.option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Also write the full result (every mixture's row) as JSON to PATH (- for "
+                   "stdout; the table then goes to stderr).")
+@_verbosity
+def eval(corpus: str | None, make_dir: str | None, model: str | None,  # noqa: A001
+         steps: int | None, limit: int | None, engine: bool, engine_limit: int, window: float,
+         hop: float, lookahead: float, crossfade: float, json_path: str | None) -> int:
+    from pathlib import Path
+
     try:
         import streamsep.evaluation as ev
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("streamsep"):
-            raise CliError("the evaluation tools are not part of this installation "
-                           "(streamsep.evaluation is missing)") from None
         raise CliError(f"streamsep eval needs the package '{e.name}': pip install {e.name}") \
             from None
-    rv = ev.main(list(ctx.args))
-    if isinstance(rv, int) and rv:
-        sys.exit(rv)
+    for name, v, low in (("--limit", limit, 1), ("--engine-limit", engine_limit, 1),
+                         ("--steps", steps, 1)):
+        if v is not None and v < low:
+            raise CliError(f"{name} must be at least {low} (got {v})")
+    if steps is not None and steps > MAX_STEPS:
+        raise CliError(f"--steps must be at most {MAX_STEPS} (got {steps})")
+    WindowPlan.from_seconds(48000, 1920, window, hop, lookahead, crossfade)
+    src = Path(corpus) if corpus is not None else ev.BUNDLED_CORPUS
+    if corpus is not None and not src.is_dir():
+        raise CliError(f"--corpus {corpus} is not a folder: give a corpus folder, or omit "
+                       "--corpus for the bundled set")
+    if json_path not in (None, "-"):
+        folder = os.path.dirname(os.path.abspath(json_path))
+        if not os.path.isdir(folder):
+            raise CliError(f"--json {json_path}: folder {folder} does not exist")
+    try:
+        if make_dir is not None:
+            out = Path(make_dir)
+            if out.resolve() == src.resolve():
+                raise CliError(f"--make-corpus {make_dir} is the corpus being read: give "
+                               "another folder")
+            files = ev.make_corpus(src, out, limit)
+            _note(f"wrote mixtures.json and {len(files) - 1} FLAC sources to {make_dir}; "
+                  f"score them with: streamsep eval --corpus {make_dir}")
+            return 0
+        result = ev.run(src, model=model, steps=steps, limit=limit, engine=engine,
+                        engine_limit=engine_limit, window=window, hop=hop, lookahead=lookahead,
+                        crossfade=crossfade)
+    except ev.EvalError as e:
+        click.echo(f"error: {_one_line(e)}", err=True)
+        return 2
+    click.echo(ev.format_table(result), err=json_path == "-")
+    if json_path is not None:
+        text = json.dumps(result, indent=1)
+        if json_path == "-":
+            click.echo(text)
+        else:
+            with open(json_path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            _note(f"wrote {json_path}")
+    return 0
 
 
 # -- entry point -----------------------------------------------------------------------------------

@@ -4,16 +4,24 @@ Scores the embedded model (or any separator the registry can load) offline — o
 10 s mixture — and through the streaming engine at a given window/hop/lookahead/steps, with the
 real-time factor of each. Trained and held-out prompt wordings are reported separately, and the
 same table carries two baselines: the unprocessed mixture and a classical spectral-gating
-denoiser for the "speech" prompt. The mixtures come from tools/make_corpus.py (voices and songs
-never trained on, plus recorded speech used only here).
+denoiser for the "speech" prompt.
 
-    streamsep eval --corpus /work/data/corpus --json eval.json [--engine] [--limit 20]
+The mixtures: by default the held-out set that ships inside the package (``streamsep/data/eval``:
+20 mixtures of 10 s, 16 kHz, 16-bit FLAC, voices and songs the embedded model never trained on;
+its LICENSES.md names every source), so ``streamsep eval`` works from an installed wheel. A
+corpus folder (``--corpus DIR``) is either that layout (``mixtures.json`` and one FLAC per
+source; the mixture is the sum of its sources) or what tools/make_corpus.py writes
+(``test_mixtures.json`` + ``test_mixtures.npz``, 60 mixtures). ``--make-corpus DIR`` writes the
+mixtures of the corpus in use into DIR in the first layout, to read, to listen to, or to extend
+with mixtures of your own.
+
+    streamsep eval [--corpus DIR] [--engine] [--limit 20] [--json eval.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -27,7 +35,10 @@ from scipy.ndimage import uniform_filter
 from scipy.signal import istft, stft
 
 SR_EVAL = 16000  # the corpus rate; scores are computed here
-DEFAULT_CORPUS = Path("/work/data/corpus")
+#: The held-out set that ships with the package (see the module docstring).
+BUNDLED_CORPUS = Path(__file__).resolve().parent / "data" / "eval"
+#: The bundled layout's index (the other layout is make_corpus.py's test_mixtures.json + .npz).
+INDEX = "mixtures.json"
 
 
 class EvalError(ValueError):
@@ -113,15 +124,85 @@ def separate_streamed(sep: Any, plan: Any, mix16: np.ndarray, prompt: str, seed:
 
 # -- the benchmark ---------------------------------------------------------------------------------
 def load_mixtures(corpus: Path, limit: int | None) -> list[dict]:
+    """The mixtures of ``corpus`` (either layout), each {id, kind, sources, audio: {name:
+    array}}, the first ``limit`` of them."""
+    if (corpus / INDEX).exists():
+        return _load_bundled(corpus, limit)
     meta_path = corpus / "test_mixtures.json"
     if not meta_path.exists():
-        raise EvalError(f"no held-out mixtures in {corpus} (test_mixtures.json missing); render "
-                        "them with: python tools/make_corpus.py --out DIR, then --corpus DIR")
+        raise EvalError(f"no held-out mixtures in {corpus} ({INDEX} or test_mixtures.json "
+                        "missing): omit --corpus for the set that ships with streamsep, or "
+                        "render the full one with python tools/make_corpus.py --out DIR")
     meta = json.loads(meta_path.read_text())
     data = np.load(corpus / "test_mixtures.npz")
     items = meta[:limit] if limit else meta
     return [dict(m, audio={k.split("/", 1)[1]: data[k] for k in data.files
                            if k.startswith(m["id"] + "/")}) for m in items]
+
+
+def _load_bundled(corpus: Path, limit: int | None) -> list[dict]:
+    import soundfile as sf
+
+    try:
+        index = json.loads((corpus / INDEX).read_text())
+        items = index["mixtures"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise EvalError(f"{corpus / INDEX} is not a corpus index ({e}): see the layout in "
+                        "streamsep eval --help") from None
+    out = []
+    for m in items[:limit] if limit else items:
+        audio = {}
+        for name in m["sources"]:
+            path = corpus / m["files"][name]
+            try:
+                x, sr = sf.read(path, dtype="float32")
+            except (OSError, RuntimeError) as e:
+                raise EvalError(f"cannot read {path} ({e}): re-export the corpus with "
+                                "--make-corpus") from None
+            if sr != SR_EVAL or x.ndim != 1:
+                raise EvalError(f"{path} is {sr} Hz with shape {x.shape}: corpus sources are "
+                                f"mono at {SR_EVAL} Hz")
+            audio[name] = x
+        lengths = {len(x) for x in audio.values()}
+        if len(lengths) != 1:
+            raise EvalError(f"the sources of {m['id']} in {corpus} differ in length: each "
+                            "mixture's sources must be equally long")
+        # The mixture is the sum of its sources, in a fixed order: stored once, exact.
+        audio["mixture"] = np.sum([audio[n] for n in sorted(m["sources"])], axis=0,
+                                  dtype=np.float32)
+        out.append({"id": m["id"], "kind": m["kind"], "sources": sorted(m["sources"]),
+                    "audio": audio})
+    return out
+
+
+def make_corpus(source: Path, out: Path, limit: int | None = None) -> list[str]:
+    """Write the mixtures of ``source`` (either layout) into ``out`` in the bundled layout:
+    one 16-bit FLAC per source (``ID_NAME.flac``) and ``mixtures.json``; the files written."""
+    import soundfile as sf
+
+    mixtures = load_mixtures(source, limit)
+    out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {
+        "sample_rate": SR_EVAL,
+        "format": "one 16-bit FLAC per source; the mixture is the sum of its sources",
+        "mixtures": []}
+    written = []
+    for m in mixtures:
+        files = {}
+        for name in m["sources"]:
+            x = np.asarray(m["audio"][name], np.float32)
+            if np.max(np.abs(x)) >= 1.0:
+                raise EvalError(f"source {name} of {m['id']} reaches full scale: scale the "
+                                "mixture down before exporting it")
+            files[name] = f"{m['id']}_{name}.flac"
+            sf.write(out / files[name], x, SR_EVAL, subtype="PCM_16")
+            written.append(files[name])
+        index["mixtures"].append({"id": m["id"], "kind": m["kind"],
+                                  "sources": sorted(m["sources"]), "files": files})
+    tmp = out / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(tmp, out / INDEX)
+    return [*written, INDEX]
 
 
 def _summarise(rows: list[dict]) -> list[dict]:
@@ -157,8 +238,12 @@ def _row(method: str, m: dict, target: str, wording: str, prompt: str, base: flo
             "sisdri": s - base, **extra}
 
 
-def _progress(what: str, i: int, n: int) -> None:
-    print(f"\r {what} {i + 1}/{n}", end="", file=sys.stderr)
+def _progress(what: str, i: int, n: int, end: bool = False) -> None:
+    """A counter redrawn in place on a terminal (nothing in a log or with -q)."""
+    from streamsep import console
+
+    if console.bars_wanted():
+        print(f"\r {what} {i + 1}/{n}", end="\n" if end else "", file=sys.stderr, flush=True)
 
 
 def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None,
@@ -188,7 +273,7 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
         if c == "speech":
             rows.append(_row("spectral_gating", m, c, "-", "", base, spectral_gate(mix)))
         _progress("offline", i, len(mixtures))
-    print(file=sys.stderr)
+    _progress("offline", len(mixtures) - 1, len(mixtures), end=True)
     result: dict[str, Any] = {
         "model": model or "embedded",
         "steps": getattr(sep, "steps", steps),
@@ -211,7 +296,7 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
             erows.append(_row("engine", m, c, "trained", c, base, est,
                               offline_sisdr=offline[(m["id"], c)]))
             _progress("engine", i, len(streamed))
-        print(file=sys.stderr)
+        _progress("engine", len(streamed) - 1, len(streamed), end=True)
         hop_s = plan.seconds(plan.hop)
         result["engine"] = {
             "window_s": window, "hop_s": hop, "lookahead_s": lookahead, "crossfade_s": crossfade,
@@ -246,37 +331,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamsep.engine.plan import (
-        DEFAULT_CROSSFADE_S,
-        DEFAULT_HOP_S,
-        DEFAULT_LOOKAHEAD_S,
-        DEFAULT_WINDOW_S,
-        PlanError,
-    )
-    from streamsep.separators.registry import ModelError
+    """``streamsep eval ARGS``, returning its exit code (tools/eval_quality.py, tests)."""
+    from streamsep.cli import main as cli_main
 
-    ap = argparse.ArgumentParser(prog="streamsep eval", description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
-                    help="folder written by tools/make_corpus.py")
-    ap.add_argument("--model", default=None, help="separator spec (default: the embedded model)")
-    ap.add_argument("--steps", type=int, default=None, help="flow steps (default: the model's)")
-    ap.add_argument("--limit", type=int, default=None, help="score only the first N mixtures")
-    ap.add_argument("--engine", action="store_true", help="also score through the engine")
-    ap.add_argument("--engine-limit", type=int, default=10, help="mixtures for the engine pass")
-    ap.add_argument("--window", type=float, default=DEFAULT_WINDOW_S)
-    ap.add_argument("--hop", type=float, default=DEFAULT_HOP_S)
-    ap.add_argument("--lookahead", type=float, default=DEFAULT_LOOKAHEAD_S)
-    ap.add_argument("--crossfade", type=float, default=DEFAULT_CROSSFADE_S)
-    ap.add_argument("--json", type=Path, default=None, help="write the full result here")
-    a = ap.parse_args(argv)
     try:
-        result = run(a.corpus, model=a.model, steps=a.steps, limit=a.limit, engine=a.engine,
-                     engine_limit=a.engine_limit, window=a.window, hop=a.hop,
-                     lookahead=a.lookahead, crossfade=a.crossfade)
-    except (EvalError, FileNotFoundError, ModelError, PlanError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    if a.json is not None:
-        a.json.write_text(json.dumps(result, indent=1))
+        cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
     return 0

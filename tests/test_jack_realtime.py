@@ -258,7 +258,7 @@ def _engine_loopback(sd, sig: np.ndarray, *, duplex: bool):
     return eng, h
 
 
-@_retry_on_xruns  # an xrun in the first 8 callbacks still leaves one latency misaligned
+@_retry_on_xruns  # this Python harness does not fill the cycles it misses (tools/rtharness does)
 def test_engine_delay_equals_reported_latency(jack, roundtrip):
     sd = jack
     sig, s0, slen = _signal()

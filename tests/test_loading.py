@@ -22,7 +22,7 @@ REPO = "facebook/sam-audio-large"
 GATED = (
     "facebook/sam-audio-large is gated: request access at "
     "https://huggingface.co/facebook/sam-audio-large, then set HF_TOKEN "
-    "(or run `huggingface-cli login`)"
+    "(or run `hf auth login`)"
 )
 
 

@@ -9,7 +9,7 @@ from conftest import ROOT, sam_tiny_with_tokenizer
 
 def _quick_start() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Python API", 1)[1]
+    section = text.split("### SAM-Audio: the mlx-audio API", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -1,4 +1,4 @@
-"""Quality benchmark of the embedded model: a thin wrapper over `streamsep eval`.
+"""Quality benchmark of the embedded model: the same as `streamsep eval` (see its --help).
 
     python tools/eval_quality.py --corpus /work/data/corpus --engine --json eval.json
 """
@@ -8,10 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import streamsep  # noqa: F401  (BLAS preload before mlx.core)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import streamsep  # noqa: E402,F401  (BLAS preload before mlx.core)
 from streamsep.evaluation import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -24,6 +24,17 @@ Recorded training speech (three female voices, it/fr/es telephone prompts, 8 kHz
 Recorded training music (43 min: openclonk-data's 8 Music.ocg songs, asc-music's 3 tracks):
     cd DEBS && apt-get download openclonk-data asc-music
     python tools/make_corpus.py --out /work/data/corpus --recorded-music-debs DEBS
+
+More voices, recorded noise and coded speech (issue 17; train split only, each writes one more
+file and records it in extra_manifest.json; tools/train.py uses the files it finds):
+    apt-get install festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \
+        festvox-suopuhe-lj festvox-suopuhe-mv festvox-itapc16k festvox-ca-ona-hts festvox-ru
+    cd DEBS && apt-get download asterisk-core-sounds-es-wav flight-of-the-amazon-queen \
+        openclonk-data lincity-ng-data wesnoth-1.16-data
+    python tools/make_corpus.py --out /work/data/corpus --recorded-es-debs DEBS \
+        --festvox-minutes 16 --recorded-noise-debs DEBS --dialogue-debs DEBS
+    python tools/make_corpus.py --out /work/data/corpus --codec-pool-minutes 6   # after the speech
+The evaluation packages asterisk-core-sounds-en/fr/it/ru are refused (HELD_OUT_PACKAGES).
 """
 
 from __future__ import annotations
@@ -255,18 +266,35 @@ def test_mixtures(speech: np.ndarray, real: np.ndarray, music: np.ndarray, noise
 RECORDED_MUSIC_DEBS = ("openclonk-data", "asc-music")  # 8 + 3 recorded game soundtracks
 
 
-def _unpacked_recordings(deb_dir: Path, packages: tuple[str, ...], suffixes: tuple[str, ...],
-                         ) -> tuple[list[np.ndarray], list[str]]:
-    """Unpack the named .debs from deb_dir; every file with one of ``suffixes``, 16 kHz mono."""
+# Recorded voices the held-out evaluation uses (issue 17): never train on them.
+HELD_OUT_PACKAGES = ("asterisk-core-sounds-en", "asterisk-core-sounds-fr",
+                     "asterisk-core-sounds-it", "asterisk-core-sounds-ru")
+
+
+def _debs(deb_dir: Path, packages: tuple[str, ...]) -> list[Path]:
+    """The .debs in deb_dir whose package name starts with one of ``packages``; refuses the
+    held-out ones even when asked for them."""
     debs = sorted(d for d in deb_dir.glob("*.deb") if d.name.split("_")[0].startswith(packages))
+    held = [d.name for d in debs if d.name.split("_")[0].startswith(HELD_OUT_PACKAGES)]
+    if held:
+        raise SystemExit(f"refusing held-out evaluation packages {held}")
     if not debs:
         raise SystemExit(f"no {' / '.join(packages)} .deb in {deb_dir}; fetch them with "
                          f"apt-get download {' '.join(packages)}")
+    return debs
+
+
+def _unpacked_recordings(deb_dir: Path, packages: tuple[str, ...], suffixes: tuple[str, ...],
+                         exclude: str | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Unpack the named .debs from deb_dir; every file with one of ``suffixes`` (and whose path
+    does not match the regex ``exclude``), 16 kHz mono."""
+    debs = _debs(deb_dir, packages)
     clips = []
     with tempfile.TemporaryDirectory() as td:
         for deb in debs:
             subprocess.run(["dpkg", "-x", str(deb), td], check=True)
-        for f in sorted(p for p in Path(td).rglob("*") if p.suffix.lower() in suffixes):
+        for f in sorted(p for p in Path(td).rglob("*") if p.suffix.lower() in suffixes
+                        and not (exclude and re.search(exclude, str(p.relative_to(td))))):
             if f.suffix.lower() == ".gsm":  # libsndfile reads raw GSM only inside WAV: use sox
                 wav = Path(td) / "x.wav"
                 subprocess.run(["sox", str(f), "-e", "float", str(wav)], check=True,
@@ -293,6 +321,282 @@ def recorded_music(deb_dir: Path) -> tuple[np.ndarray, list[str]]:
     # openclonk-data also ships sound effects as .ogg: keep only its music folder's songs
     songs = [normalise(trim(x)) for x in clips if x.size > 60 * SR]
     return np.concatenate(songs), names
+
+
+# asterisk-core-sounds-es-wav (es_MX_f_Allison, 8 kHz): its tones, beeps and silences are no speech
+RECORDED_ES_DEBS = ("asterisk-core-sounds-es-",)
+RECORDED_ES_EXCLUDE = r"(^|/)(silence/|ascending-2tone|descending-2tone|beep|beeperr)"
+
+
+def recorded_speech_es(deb_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """The es-MX asterisk core prompts (one more recorded female voice), 16 kHz."""
+    clips, names = _unpacked_recordings(deb_dir, RECORDED_ES_DEBS, (".wav",),
+                                        RECORDED_ES_EXCLUDE)
+    chunks = []
+    for x in clips:
+        x = trim(x, 3e-3)
+        if x.size > SR // 2:
+            chunks += [normalise(x), np.zeros(SR // 5, np.float32)]
+    return np.concatenate(chunks), names
+
+
+# Festival voices in other languages (issue 17), each reading text in its own language.
+# (voice, locale whose message catalogues supply the text, the encoding the voice reads)
+# festvox-hi-nsk / -mr-nsk / -te-nsk are not used: in Debian bookworm they lack their
+# *_phones.scm, fail to load, and installing them makes every text2wave call segfault.
+FESTVOX_TRAIN_VOICES = (
+    ("czech_dita", "cs", "iso-8859-2"), ("czech_krb", "cs", "iso-8859-2"),
+    ("czech_machac", "cs", "iso-8859-2"), ("czech_ph", "cs", "iso-8859-2"),
+    ("suo_fi_lj_diphone", "fi", "latin-1"), ("hy_fi_mv_diphone", "fi", "latin-1"),
+    ("pc_diphone", "it", "latin-1"), ("upc_ca_ona_hts", "ca", "utf-8"),
+    ("msu_ru_nsh_clunits", "ru", "utf-8"),
+)
+FESTVOX_PACKAGES = ("festvox-czech-dita", "festvox-czech-krb", "festvox-czech-machac",
+                    "festvox-czech-ph", "festvox-suopuhe-lj", "festvox-suopuhe-mv",
+                    "festvox-itapc16k", "festvox-ca-ona-hts", "festvox-ru")
+# Translated message catalogues every Debian system carries (glib, gtk, iso-codes)
+TEXT_CATALOGS = ("glib20", "gtk20", "iso_3166-1", "iso_639-2")
+
+
+def native_sentences(lang: str, rng: np.random.Generator) -> list[str]:
+    """Sentences of 60-200 characters in ``lang``, joined from translated UI strings."""
+    import gettext
+
+    frags = set()
+    for dom in TEXT_CATALOGS:
+        f = Path(f"/usr/share/locale/{lang}/LC_MESSAGES/{dom}.mo")
+        if not f.exists():
+            continue
+        with f.open("rb") as fh:
+            cat = gettext.GNUTranslations(fh)._catalog  # type: ignore[attr-defined]
+        for k, v in cat.items():
+            if k == "" or not isinstance(v, str):
+                continue
+            v = re.sub(r"%[-#0-9.]*[a-zA-Z]|<[^>]*>|&[a-z]+;|\S*[_/@\\=|]\S*", " ", v)
+            v = re.sub(r"[^\w,.;:!?' -]|[\d_]", " ", v)
+            v = re.sub(r"\s+", " ", v).strip(" ,.;:-'")
+            if sum(c.isalpha() for c in v) >= 3:
+                frags.add(v)
+    pool = sorted(frags)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    out, cur = [], ""
+    for frag in pool:
+        cur = f"{cur}, {frag}" if cur else frag
+        if len(cur) >= 60:
+            out.append(cur[:200].rsplit(" ", 1)[0].rstrip(" ,.;:") + ".")
+            cur = ""
+    return out
+
+
+def render_festvox(minutes: float, rng: np.random.Generator, tmp: Path,
+                   ) -> tuple[np.ndarray, list[dict]]:
+    """Round-robin over FESTVOX_TRAIN_VOICES until ``minutes`` of speech."""
+    voices = [v for v in FESTVOX_TRAIN_VOICES
+              if any(Path("/usr/share/festival/voices").glob(f"*/{v[0]}"))]
+    texts = {lang: native_sentences(lang, rng) for lang in sorted({v[1] for v in voices})}
+    chunks, index, total, k = [], [], 0, 0
+    wav, txt = tmp / "u.wav", tmp / "u.txt"
+    while total < minutes * 60 * SR:
+        voice, lang, enc = voices[k % len(voices)]
+        k += 1
+        sents = texts[lang]
+        txt.write_bytes(sents[int(rng.integers(len(sents)))].encode(enc, errors="ignore"))
+        wav.unlink(missing_ok=True)
+        r = subprocess.run(["text2wave", "-eval", f"(voice_{voice})", "-o", str(wav), str(txt)],
+                           capture_output=True)
+        if r.returncode or not wav.exists():
+            raise SystemExit(f"text2wave failed for {voice}: {r.stderr[-300:]!r} (install "
+                             f"{' '.join(FESTVOX_PACKAGES)})")
+        try:
+            x = trim(load_resampled(wav))
+        except sf.LibsndfileError:  # a header-only file: the voice read nothing it knew
+            continue
+        if x.size < SR // 2:
+            continue
+        x = normalise(x) * np.float32(10 ** (rng.uniform(-6, 3) / 20))
+        gap = np.zeros(int(rng.uniform(0.1, 0.6) * SR), np.float32)
+        index.append({"voice": voice, "start": total, "len": int(x.size)})
+        chunks += [x, gap]
+        total += x.size + gap.size
+    return np.concatenate(chunks), index
+
+
+# Recorded ambiences and machine noise from game data packages (issue 17):
+#   openclonk-data  Sound.ocg: Environment (wind, rain, birds, thunder, waterfall, earthquake),
+#                   Liquids, Fire, Structures and Objects (machines), Hits; not its voices or UI
+#   lincity-ng-data sounds/: traffic, industry, mines, farms, harbour, trains, crowds, water…;
+#                   not the school / residential / shanty / commune clips (children, voices)
+#   wesnoth-1.16-data sounds/ambient: birds, campfire, morning, night, ship (not its war drums)
+RECORDED_NOISE_DEBS = ("openclonk-data", "lincity-ng-data", "wesnoth-1.16-data")
+OPENCLONK_NOISE_GROUPS = ("Environment.ocg", "Liquids.ocg", "Fire.ocg", "Structures.ocg",
+                          "Objects.ocg", "Hits.ocg")
+LINCITY_EXCLUDE = r"School|University|Residential|Shanty|Commune|Click|Window|Build"
+
+
+def c4group_files(data: bytes) -> list[tuple[str, bytes]]:
+    """The files inside an OpenClonk .ocg group: a gzip stream (first two magic bytes changed)
+    holding a scrambled 204-byte header and 316-byte entry records; child groups nest."""
+    import struct
+    import zlib
+
+    buf = bytearray(data)
+    if buf[:2] == b"\x1e\x8c":
+        buf[:2] = b"\x1f\x8b"
+    d = zlib.decompressobj(31).decompress(bytes(buf))
+
+    def header(b: bytes) -> bytes:
+        h = bytearray(b)
+        for i in range(0, len(h) - 2, 3):
+            h[i], h[i + 2] = h[i + 2], h[i]
+        return bytes(c ^ 237 for c in h)
+
+    out: list[tuple[str, bytes]] = []
+
+    def walk(base: int, prefix: str) -> None:
+        h = header(d[base : base + 204])
+        if not h.startswith(b"RedWolf Design GrpFolder"):
+            raise ValueError("not a c4group")
+        n = struct.unpack("<i", h[36:40])[0]
+        table = base + 204
+        start = table + n * 316
+        for i in range(n):
+            rec = d[table + i * 316 : table + (i + 1) * 316]
+            name = rec[:260].split(b"\0")[0].decode("latin-1")
+            _, child, size, _, off = struct.unpack("<5i", rec[260:280])
+            if child:
+                walk(start + off, f"{prefix}{name}/")
+            else:
+                out.append((prefix + name, d[start + off : start + off + size]))
+
+    walk(0, "")
+    return out
+
+
+def recorded_noise(deb_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:
+    """Recorded game ambiences (RECORDED_NOISE_DEBS), each clip trimmed and level-normalised,
+    concatenated (16 kHz). Returns the audio, the .debs and the clip names."""
+    import io
+
+    debs = _debs(deb_dir, RECORDED_NOISE_DEBS)
+    clips: list[tuple[str, np.ndarray]] = []
+    with tempfile.TemporaryDirectory() as td:
+        for deb in debs:
+            subprocess.run(["dpkg", "-x", str(deb), td], check=True)
+        root = Path(td)
+        for ocg in sorted(root.rglob("Sound.ocg")):
+            for name, blob in c4group_files(ocg.read_bytes()):
+                if name.startswith(OPENCLONK_NOISE_GROUPS) and name.lower().endswith(
+                        (".ogg", ".wav")):
+                    x, sr = sf.read(io.BytesIO(blob), dtype="float32", always_2d=True)
+                    x = x.mean(axis=1)
+                    clips.append((f"openclonk:{name}", soxr.resample(x, sr, SR)
+                                  if sr != SR else x))
+        for f in sorted(root.rglob("lincity-ng/sounds/*.wav")):
+            if not re.search(LINCITY_EXCLUDE, f.name):
+                clips.append((f"lincity-ng:{f.name}", load_resampled(f)))
+        for f in sorted(root.rglob("sounds/ambient/*.ogg")):
+            if "wardrums" not in f.name:
+                clips.append((f"wesnoth:{f.name}", load_resampled(f)))
+    chunks, names = [], []
+    for name, x in clips:
+        x = trim(np.asarray(x, np.float32), 1e-3)
+        if x.size >= SR:  # at least 1 s of sound: drops clicks and one-shot blips
+            chunks.append(normalise(x))
+            names.append(name)
+    return np.concatenate(chunks), [d.name for d in debs], names
+
+
+# Recorded game dialogue (issue 17): flight-of-the-amazon-queen's CD version, voiced by many
+# actors (Joe King and some 80 other characters), 11.025 kHz. Its data file queen.1c (the
+# ScummVM "rebuilt" format) is a "QTBL" table of 21-byte records (12-byte name, bundle byte,
+# big-endian offset and size) followed by the files; compression byte 1 means the *.SB speech
+# files are MP3, which libsndfile decodes.
+DIALOGUE_DEBS = ("flight-of-the-amazon-queen",)
+
+
+def queen_speech(data: bytes) -> list[tuple[str, bytes]]:
+    import struct
+
+    if data[:4] != b"QTBL":
+        raise ValueError("not a rebuilt queen.1c")
+    if data[12] != 1:
+        raise ValueError(f"queen.1c compression {data[12]} (only MP3, 1, is handled)")
+    n = struct.unpack(">H", data[13:15])[0]
+    out = []
+    for i in range(n):
+        rec = data[15 + i * 21 : 15 + (i + 1) * 21]
+        name = rec[:12].split(b"\0")[0].decode("latin-1")
+        off, size = struct.unpack(">II", rec[13:21])
+        if name.upper().endswith(".SB"):
+            out.append((name, data[off : off + size]))
+    return sorted(out)
+
+
+def recorded_dialogue(deb_dir: Path, minutes: float | None, rng: np.random.Generator,
+                      ) -> tuple[np.ndarray, list[str], int]:
+    """All (or a random ``minutes`` of) the game's speech lines, trimmed, normalised, 16 kHz."""
+    import io
+
+    debs = _debs(deb_dir, DIALOGUE_DEBS)
+    lines: list[tuple[str, bytes]] = []
+    with tempfile.TemporaryDirectory() as td:
+        for deb in debs:
+            subprocess.run(["dpkg", "-x", str(deb), td], check=True)
+        for f in sorted(Path(td).rglob("queen.1c")):
+            lines += queen_speech(f.read_bytes())
+    order = rng.permutation(len(lines))
+    chunks, total, used = [], 0, 0
+    for i in order:
+        if minutes is not None and total >= minutes * 60 * SR:
+            break
+        x, sr = sf.read(io.BytesIO(lines[i][1]), dtype="float32", always_2d=True)
+        x = trim(soxr.resample(x.mean(axis=1), sr, SR), 3e-3)
+        if x.size > SR // 2:
+            chunks += [normalise(x), np.zeros(SR // 5, np.float32)]
+            total += x.size + SR // 5
+            used += 1
+    return np.concatenate(chunks), [d.name for d in debs], used
+
+
+# Speech through real transmission and storage codecs (issue 17), decoded back to 16 kHz
+# for tools/train.py: the target is the coded speech, as it sounds inside the mixture.
+CODECS = (  # name, ffmpeg encoder arguments, container
+    ("g722", ["-ar", "16000", "-c:a", "g722"], "wav"),
+    ("gsm", ["-ar", "8000", "-c:a", "libgsm"], "gsm"),
+    ("g711_mulaw", ["-ar", "8000", "-c:a", "pcm_mulaw"], "wav"),
+    ("opus_12k", ["-ar", "16000", "-c:a", "libopus", "-b:a", "12k"], "ogg"),
+    ("opus_24k", ["-ar", "48000", "-c:a", "libopus", "-b:a", "24k"], "ogg"),
+    ("mp3_32k", ["-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k"], "mp3"),
+    ("speex_8k", ["-ar", "8000", "-c:a", "libspeex", "-b:a", "8k"], "ogg"),
+    ("g726_24k", ["-ar", "8000", "-c:a", "g726", "-b:a", "24k"], "wav"),
+)
+
+
+def codec_pool(out: Path, minutes: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """``minutes`` of the training speech (5 s crops drawn from every speech*_train.npy file in
+    equal shares), then that pool through each of CODECS; concatenated."""
+    files = sorted(p for p in out.glob("speech*_train.npy") if p.name != "speech_codec_train.npy")
+    srcs = [np.load(p, mmap_mode="r") for p in files]
+    n, count = 5 * SR, int(minutes * 60 / 5)
+    picks = rng.integers(0, len(srcs), count)
+    pool = np.concatenate([crop(np.asarray(srcs[i]), n, rng) for i in picks]).astype(np.float32)
+    pool = pool / max(1.0, float(np.max(np.abs(pool))) / 0.9)
+    coded = []
+    with tempfile.TemporaryDirectory() as td:
+        src = Path(td) / "pool.wav"
+        sf.write(str(src), pool, SR, subtype="FLOAT")
+        for name, enc_args, ext in CODECS:
+            enc = Path(td) / f"{name}.{ext}"
+            dec = Path(td) / f"{name}.decoded.wav"
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-ac", "1", *enc_args,
+                            str(enc)], check=True)
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(enc), "-ac", "1", "-ar",
+                            str(SR), "-c:a", "pcm_f32le", str(dec)], check=True)
+            y = load_resampled(dec)[: pool.size]
+            coded.append(np.pad(y, (0, pool.size - y.size)))
+    return np.concatenate(coded), {"seconds_per_codec": pool.size / SR,
+                                   "codecs": [c[0] for c in CODECS],
+                                   "sources": [p.name for p in files]}
 
 
 def make_demo(corpus: Path, demo_wav: Path, fixture: Path) -> None:
@@ -348,6 +652,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recorded-music-debs", type=Path, default=None,
                     help="only write music_recorded_train.npy from the "
                     f"{', '.join(RECORDED_MUSIC_DEBS)} .debs here")
+    ap.add_argument("--recorded-es-debs", type=Path, default=None,
+                    help="only write speech_recorded_es_train.npy from the "
+                    "asterisk-core-sounds-es-wav .deb here")
+    ap.add_argument("--festvox-minutes", type=float, default=None,
+                    help="only write speech_festvox_train.npy: this much speech from the "
+                    "festival voices in other languages (FESTVOX_PACKAGES, installed)")
+    ap.add_argument("--recorded-noise-debs", type=Path, default=None,
+                    help="only write noise_recorded_train.npy from the "
+                    f"{', '.join(RECORDED_NOISE_DEBS)} .debs here")
+    ap.add_argument("--dialogue-debs", type=Path, default=None,
+                    help="only write speech_dialogue_train.npy (float16) from the "
+                    "flight-of-the-amazon-queen .deb here")
+    ap.add_argument("--dialogue-minutes", type=float, default=None,
+                    help="with --dialogue-debs: a random this-many minutes of its lines "
+                    "(default: all, about 5 h)")
+    ap.add_argument("--codec-pool-minutes", type=float, default=None,
+                    help="only write speech_codec_train.npy: this much training speech through "
+                    "each codec in CODECS (run after the other speech files)")
     ap.add_argument("--mixtures-only", action="store_true",
                     help="only re-mix test_mixtures.* from the rendered clips")
     ap.add_argument("--demo", nargs=2, type=Path, metavar=("DEMO_WAV", "FIXTURE_NPZ"),
@@ -362,6 +684,38 @@ def main(argv: list[str] | None = None) -> int:
         x, names = recorded_music(args.recorded_music_debs)
         np.save(args.out / "music_recorded_train.npy", x)
         print(f"recorded music: {x.size / SR / 60:.1f} min from {names}", file=sys.stderr)
+        return 0
+    extra = json.loads((args.out / "extra_manifest.json").read_text()) \
+        if (args.out / "extra_manifest.json").exists() else {}
+    if args.recorded_es_debs:
+        x, names = recorded_speech_es(args.recorded_es_debs)
+        np.save(args.out / "speech_recorded_es_train.npy", x)
+        extra["speech_recorded_es_train"] = {"seconds": x.size / SR, "debs": names}
+    if args.festvox_minutes:
+        with tempfile.TemporaryDirectory() as td:
+            x, idx = render_festvox(args.festvox_minutes, np.random.default_rng(SEED + 17),
+                                    Path(td))
+        np.save(args.out / "speech_festvox_train.npy", x)
+        extra["speech_festvox_train"] = {"seconds": x.size / SR,
+                                         "voices": sorted({d["voice"] for d in idx})}
+    if args.recorded_noise_debs:
+        x, names, clips = recorded_noise(args.recorded_noise_debs)
+        np.save(args.out / "noise_recorded_train.npy", x)
+        extra["noise_recorded_train"] = {"seconds": x.size / SR, "debs": names, "clips": clips}
+    if args.dialogue_debs:
+        x, names, used = recorded_dialogue(args.dialogue_debs, args.dialogue_minutes,
+                                           np.random.default_rng(SEED + 29))
+        np.save(args.out / "speech_dialogue_train.npy", x.astype(np.float16))
+        extra["speech_dialogue_train"] = {"seconds": x.size / SR, "debs": names, "lines": used}
+    if args.codec_pool_minutes:
+        x, info = codec_pool(args.out, args.codec_pool_minutes, np.random.default_rng(SEED + 23))
+        np.save(args.out / "speech_codec_train.npy", x)
+        extra["speech_codec_train"] = dict(info, seconds=x.size / SR)
+    if args.recorded_es_debs or args.festvox_minutes or args.recorded_noise_debs \
+            or args.codec_pool_minutes or args.dialogue_debs:
+        (args.out / "extra_manifest.json").write_text(json.dumps(extra, indent=1))
+        for k, v in extra.items():
+            print(f"{k}: {v['seconds'] / 60:.1f} min", file=sys.stderr)
         return 0
     if args.demo:
         make_demo(args.out, *args.demo)

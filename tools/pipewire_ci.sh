@@ -3,7 +3,9 @@
 # WirePlumber needs), pipewire, wireplumber and pipewire-pulse, all under a private
 # XDG_RUNTIME_DIR, plus a null sink "ci_speaker" as the default output (what --input monitor
 # records). Recipe: shared/research/audio_io.md section 3. Installs nothing: .ci/run installs
-# pipewire pipewire-pulse wireplumber pulseaudio-utils libasound2-plugins dbus first.
+# pipewire pipewire-pulse pipewire-jack wireplumber pulseaudio-utils libasound2-plugins dbus first
+# (pipewire-jack: PipeWire's JACK layer, which run --virtual-mic uses; jack_rec needs jackd2's
+# example clients).
 # Usage (bash):
 #   source tools/pipewire_ci.sh
 #   pw_ci_start [DIR]     # exports XDG_RUNTIME_DIR, PULSE_SERVER, STREAMSEP_TEST_PULSE=1

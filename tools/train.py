@@ -8,6 +8,11 @@ mixtures; checkpoints go to --work, and --export writes model/ only when the sco
 recorded there.
 
     python tools/train.py --minutes 70 --work /work/data/run1 --export model
+
+Fine-tuning the shipped model (issue 17): --init model starts a new --work run from model/'s
+weights with a fresh optimizer and warm-up, the step count and training time carried on; the
+--p-* flags set the shares of the extra corpus files (recorded voices, game dialogue, festvox
+voices, coded speech, recorded noise) and of the speaker (speed/pitch) perturbation.
 """
 
 from __future__ import annotations
@@ -79,6 +84,17 @@ def augment_speech(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
+def speaker_crop(x: np.ndarray, n: int, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """A crop played ``factor`` times faster (pitch and formants up by that factor, tempo too):
+    a cheap new speaker from a recorded one. All recorded training voices are female; factors
+    below 1 move them towards male pitch and vocal-tract length."""
+    import soxr
+
+    m = int(math.ceil(n * factor)) + 64
+    y = soxr.resample(crop(x, m, rng), F.SR * factor, F.SR)
+    return np.ascontiguousarray(y[:n], np.float32)
+
+
 def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x**2) + 1e-10))
 
@@ -86,18 +102,68 @@ def rms(x: np.ndarray) -> float:
 class Mixer:
     """Builds (mixture features, target features, target band features, prompt id) batches."""
 
-    def __init__(self, corpus: Path, seconds: float, batch: int, seed: int):
+    def __init__(self, corpus: Path, seconds: float, batch: int, seed: int,
+                 levers: dict | None = None):
         self.src = {c: np.load(corpus / f"{c}_train.npy") for c in CLASSES}
         # Recorded prompts (tools/make_corpus.py --recorded-debs), when present, supply a share
         # of the speech: synthetic voices alone generalise poorly to real and HTS voices.
         # Recorded soundtracks likewise supply a share of the music: fluidsynth renderings of
         # MIDI alone sound nothing like produced, mixed and compressed recordings.
-        self.recorded = {c: np.load(corpus / f"{c}_recorded_train.npy") for c in ("speech", "music")
-                         if (corpus / f"{c}_recorded_train.npy").exists()}
+        # Recorded game ambiences (--recorded-noise-debs) supply a share of the noise.
+        # The es-MX asterisk voice (--recorded-es-debs) joins the recorded speech, in
+        # proportion to its length.
+        self.recorded = {}
+        for c, names in (("speech", ("speech_recorded_train", "speech_recorded_es_train")),
+                         ("music", ("music_recorded_train",)),
+                         ("noise", ("noise_recorded_train",))):
+            parts = [np.load(corpus / f"{nm}.npy") for nm in names
+                     if (corpus / f"{nm}.npy").exists()]
+            if parts:
+                self.recorded[c] = np.concatenate(parts)
+        # Festival voices in other languages (--festvox-minutes) and the codec pool
+        # (--codec-pool-minutes): optional further speech sources.
+        self.festvox = np.load(corpus / "speech_festvox_train.npy") \
+            if (corpus / "speech_festvox_train.npy").exists() else None
+        self.codec = np.load(corpus / "speech_codec_train.npy", mmap_mode="r") \
+            if (corpus / "speech_codec_train.npy").exists() else None
+        # Recorded game dialogue (--dialogue-debs: many actors, float16, memory-mapped)
+        self.dialogue = np.load(corpus / "speech_dialogue_train.npy", mmap_mode="r") \
+            if (corpus / "speech_dialogue_train.npy").exists() else None
+        # Shares: the session-3 recipe is p_recorded 0.4 for speech and music, nothing else.
+        lv = {"p_recorded_speech": 0.4, "p_recorded_music": 0.4, "p_recorded_noise": 0.0,
+              "p_festvox": 0.0, "p_dialogue": 0.0, "p_codec": 0.0, "p_speaker": 0.0}
+        lv.update(levers or {})
+        self.levers = lv
         self.n = int(seconds * F.SR) // F.HOP * F.HOP
         self.batch = batch
         self.seed = seed
         self.prompts = [(c, w) for c in CLASSES for w in TRAIN_WORDINGS[c]]
+
+    def source(self, c: str, rng: np.random.Generator) -> np.ndarray:
+        """One crop of class ``c``, from the synthetic, recorded, festvox or codec pools."""
+        lv = self.levers
+        if c == "speech":
+            u = rng.random()
+            if self.codec is not None and u < lv["p_codec"]:
+                return crop(self.codec, self.n, rng)  # coded speech: no further augmentation
+            u = rng.random()
+            pool = self.src[c]
+            if "speech" in self.recorded and u < lv["p_recorded_speech"]:
+                pool = self.recorded["speech"]
+            elif self.festvox is not None and u < lv["p_recorded_speech"] + lv["p_festvox"]:
+                pool = self.festvox
+            elif self.dialogue is not None and u < (lv["p_recorded_speech"] + lv["p_festvox"]
+                                                    + lv["p_dialogue"]):
+                pool = self.dialogue
+            if rng.random() < lv["p_speaker"]:
+                x = speaker_crop(pool, self.n, float(np.exp(rng.uniform(np.log(0.78),
+                                                                        np.log(1.2)))), rng)
+            else:
+                x = crop(pool, self.n, rng)
+            return augment_speech(x, rng)
+        if c in self.recorded and rng.random() < lv[f"p_recorded_{c}"]:
+            return crop(self.recorded[c], self.n, rng)
+        return crop(self.src[c], self.n, rng)
 
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
         target = rng.choice(CLASSES, p=[0.5, 0.3, 0.2])
@@ -109,12 +175,8 @@ class Mixer:
         if len(present) == 1:
             present.add(others[int(rng.integers(2))])
         srcs = {}
-        for c in present:
-            x = crop(self.src[c], self.n, rng)
-            if c in self.recorded and rng.random() < 0.4:
-                x = crop(self.recorded[c], self.n, rng)
-            if c == "speech":
-                x = augment_speech(x, rng)
+        for c in sorted(present):
+            x = self.source(c, rng)
             srcs[c] = x / rms(x) * 0.1
         # Levels relative to the target: speech/music within ±10 dB, noise from far below to
         # louder than the target (a first run with noise at −25…+5 dB learned to leave noise in:
@@ -281,6 +343,25 @@ def main(argv: list[str] | None = None) -> int:
                     "(0: none)")
     ap.add_argument("--export", type=Path, default=None, help="model dir to update if improved")
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start a new --work run from this model dir's weights (config.json + "
+                    "model.safetensors, e.g. model/): fresh optimizer, warm-up, step count and "
+                    "training time carried on from the checkpoint")
+    ap.add_argument("--p-recorded-speech", type=float, default=0.4,
+                    help="share of speech crops from the recorded voices")
+    ap.add_argument("--p-recorded-music", type=float, default=0.4)
+    ap.add_argument("--p-recorded-noise", type=float, default=0.0,
+                    help="share of noise crops from noise_recorded_train.npy (game ambiences)")
+    ap.add_argument("--p-festvox", type=float, default=0.0,
+                    help="share of speech crops from speech_festvox_train.npy")
+    ap.add_argument("--p-dialogue", type=float, default=0.0,
+                    help="share of speech crops from speech_dialogue_train.npy (game dialogue)")
+    ap.add_argument("--p-codec", type=float, default=0.0,
+                    help="share of speech crops from speech_codec_train.npy (coded speech)")
+    ap.add_argument("--p-speaker", type=float, default=0.0,
+                    help="share of speech crops played 0.78-1.2x faster (pitch and formants)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="mx.compile the training step (see the note where it is built)")
     ap.add_argument("--export-only", action="store_true",
                     help="do not train: export --work's best checkpoint to --export if it wins")
     a = ap.parse_args(argv)
@@ -300,10 +381,22 @@ def main(argv: list[str] | None = None) -> int:
     if (a.work / "last.json").exists():
         state = json.loads((a.work / "last.json").read_text())
         margs = ModelArgs.from_dict(state["model"])
+    init = a.init is not None and not (a.work / "last.safetensors").exists()
+    if init:
+        cfg = json.loads((a.init / "config.json").read_text())
+        margs = ModelArgs.from_dict(cfg["model"])
+        state.update(step=int(cfg.get("train_steps", 0)),
+                     elapsed=float(cfg.get("train_seconds", 0.0)),
+                     init={"from": str(a.init), "step": int(cfg.get("train_steps", 0)),
+                           "score": cfg.get("benchmark", {}).get("score")})
     state["model"] = margs.to_dict()
     model = MaskFlowDiT(margs)
     opt = optim.AdamW(learning_rate=a.lr, weight_decay=0.01)
-    if (a.work / "last.safetensors").exists():
+    if init:
+        w = mx.load(str(a.init / "model.safetensors"))
+        model.load_weights([(k, v.astype(mx.float32)) for k, v in w.items()])
+        print(f"initialised from {a.init} (step {state['step']})", file=sys.stderr)
+    elif (a.work / "last.safetensors").exists():
         model.load_weights(str(a.work / "last.safetensors"))
         opt.init(model.trainable_parameters())
         opt.state = tree_unflatten(list(mx.load(str(a.work / "last.opt.safetensors")).items()))
@@ -319,7 +412,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {nparams / 1e6:.2f} M params, {margs}", file=sys.stderr)
 
     enc = TextEncoder()
-    mixer = Mixer(a.corpus, a.seconds, a.batch, SEED)
+    levers = {k: getattr(a, k) for k in ("p_recorded_speech", "p_recorded_music",
+                                          "p_recorded_noise", "p_festvox", "p_dialogue",
+                                          "p_codec", "p_speaker")}
+    state["levers"] = levers
+    mixer = Mixer(a.corpus, a.seconds, a.batch, SEED, levers)
+    print(f"data: {levers}; recorded {sorted(mixer.recorded)}, festvox "
+          f"{mixer.festvox is not None}, dialogue {mixer.dialogue is not None}, codec pool "
+          f"{mixer.codec is not None}", file=sys.stderr)
+    # The warm-up restarts with a fresh optimizer (a run started with --init): its moments are
+    # zero, and a full learning rate on trained weights would jolt them.
+    warm_from = state.get("init", {}).get("step", 0)
     text_table = enc.encode([w for _, w in mixer.prompts])
     bands = mx.array(F.band_matrix(margs.state_channels))
     warmup = 200
@@ -348,8 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         opt.update(model, grads)
         return loss
 
+    # mx.compile fuses the step into C++ kernels that MLX builds with g++ on first use and caches
+    # under /tmp/mlx. On a fresh machine whose cores are busy that build takes many minutes
+    # before the first step; --no-compile trains at once, somewhat slower per step.
     compiled = mx.compile(_step_inner, inputs=[model.state, opt.state],
-                          outputs=[model.state, opt.state])
+                          outputs=[model.state, opt.state]) if a.compile else _step_inner
 
     budget = a.minutes * 60
     t0 = time.time()
@@ -366,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.lr_end is not None:
             frac = min(1.0, (time.time() - t0) / budget)
             lr = a.lr_end + (a.lr - a.lr_end) * 0.5 * (1 + math.cos(math.pi * frac))
-        opt.learning_rate = lr * min(1.0, (step + 1) / warmup)
+        opt.learning_rate = lr * min(1.0, (step - warm_from + 1) / warmup)
         mix, tgt, pid, smix, stgt = next(batches)
         text = text_table[pid] + rng.normal(0, 0.02, (a.batch, text_table.shape[1]))
         text = text / np.linalg.norm(text, axis=1, keepdims=True)

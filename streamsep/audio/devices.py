@@ -147,6 +147,12 @@ def stream_latency(latency_s: float) -> float:
 
 ROUTE_VARS = ("PULSE_SINK", "PULSE_SOURCE")
 
+#: Input devices whose duplex stream plays into another device of the same JACK graph (one
+#: clock): a duplex stream asked for on (i, i) opens (i, DUPLEX_OUTPUT[i]). Set by
+#: streamsep.audio.virtual for a virtual microphone on PipeWire's JACK layer, whose input and
+#: output are two JACK clients.
+DUPLEX_OUTPUT: dict[int, int] = {}
+
 
 @contextlib.contextmanager
 def _routed(route: dict[str, str] | None) -> Iterator[None]:
@@ -184,6 +190,8 @@ def open_stream(kind: str, device: int | tuple[int, int], sample_rate: int, stat
     ``route``: ``PULSE_SINK`` / ``PULSE_SOURCE`` for a stream on ALSA's ``pulse`` device (the
     virtual microphone, a sink's monitor; see streamsep.audio.virtual)."""
     sd = sounddevice()
+    if kind == "duplex" and isinstance(device, tuple) and device[0] == device[1]:
+        device = (device[0], DUPLEX_OUTPUT.get(device[0], device[1]))
     try:
         with _routed(route):
             return sd._StreamBase(kind=kind, samplerate=sample_rate, blocksize=blocksize,

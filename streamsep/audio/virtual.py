@@ -3,9 +3,23 @@
 Linux (PipeWire with its PulseAudio layer, or PulseAudio): a virtual microphone is a null sink that
 streamsep plays into plus a remap source on that sink's monitor. The remap source is a real source
 (``media.class`` Audio/Source), which is what other programs list as a microphone: browsers and
-many call apps hide monitor sources. streamsep reaches both through PortAudio's ALSA ``pulse``
-device; the stream is pointed at one sink or source with libpulse's ``PULSE_SINK`` /
-``PULSE_SOURCE`` while it is opened (``devices.open_stream(route=...)``).
+many call apps hide monitor sources.
+
+How streamsep's streams reach them, in order of preference:
+
+* PipeWire's JACK layer (on PipeWire, when PortAudio has its JACK host API and PipeWire's
+  ``libjack`` is installed: package pipewire-jack; ``preload_pipewire_jack`` loads it before
+  PortAudio does, as ``pw-jack`` would). The input (the default source, or the default sink's
+  monitor for ``--input monitor``) is first remapped to a mono source of ours, so that both ends
+  are JACK clients whose names we chose; one duplex JACK stream reads that source and plays into
+  the virtual microphone's sink. Everything then runs inside one PipeWire graph cycle: the
+  microphone carries the input exactly streamsep's internal latency later, on every start, and
+  that is the latency reported (PortAudio reports no device latency for such a stream).
+* PortAudio's ALSA ``pulse`` device (PulseAudio, or PipeWire without its JACK layer), the
+  stream pointed at one sink or source with libpulse's ``PULSE_SINK`` / ``PULSE_SOURCE`` while it
+  is opened (``devices.open_stream(route=...)``). The PulseAudio-protocol streams buffer more
+  than PortAudio can see, and differently on every start (tens of ms): the reported latency is
+  then only right to within that.
 
 Why ``pactl`` and not ``pw-cli``/``pw-loopback`` or ``pulsectl``: one tool and one code path
 serve PulseAudio and PipeWire alike (PipeWire's pulse layer implements the same modules);
@@ -27,13 +41,15 @@ driver) is found by name and used as the output device. Untested here (no macOS 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +66,15 @@ PACTL_TIMEOUT_S = 5.0
 SAMPLE_RATE = 48000
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 _MODULE_RE = re.compile(r"^(\d+)\t(module-[\w-]+)\t(.*)$")
+#: "pulse" keeps the virtual microphones on the PulseAudio layer even where PipeWire's JACK layer
+#: could serve them (for comparison, or a system where it misbehaves).
+VIA_ENV = "STREAMSEP_VIRTUAL_MIC_VIA"
+JACK_API = "JACK Audio Connection Kit"
+#: Where pw-jack points the dynamic linker (its LD_LIBRARY_PATH; ld.so expands $LIB).
+PW_JACK_LIB = "/usr/$LIB/pipewire-0.3/jack/libjack.so.0"
+#: Seconds for the JACK ports of newly created nodes to appear (WirePlumber configures them).
+JACK_PORTS_TIMEOUT_S = 3.0
+_pw_jack_loaded: str | None = None
 START_SERVER_HINT = (
     "start PipeWire with its PulseAudio layer (systemctl --user start pipewire pipewire-pulse "
     "wireplumber) or PulseAudio (pulseaudio --start)")
@@ -163,6 +188,7 @@ class VirtualMic:
 
     name: str
     modules: list[int] = field(default_factory=list)
+    input_module: int | None = None  # the JACK path's input source (add_input)
 
     @property
     def sink(self) -> str:
@@ -172,6 +198,33 @@ class VirtualMic:
     def source(self) -> str:
         return f"{PREFIX}{self.name}"
 
+    @property
+    def sink_description(self) -> str:
+        # Also the JACK client name under PipeWire's JACK layer, which PortAudio matches as a
+        # regular expression: no brackets or parentheses (NAME is letters, digits, . _ -).
+        return f"{self.name} - streamsep output"
+
+    @property
+    def input_description(self) -> str:
+        return f"{self.name} - streamsep input"
+
+    def add_input(self, master: str) -> None:
+        """A mono source of ours on ``master`` (the JACK path's input: a JACK client with a name
+        we chose, downmixed by the server), removed with the microphone (first)."""
+        self.input_module = int(_pactl(
+            "load-module", "module-remap-source", f"source_name={self.source}.input",
+            f"master={master}", "channels=1",
+            f"source_properties='device.description=\"{self.input_description}\" "
+            f"{PID_KEY}={os.getpid()}'").split()[0])
+        self.modules.append(self.input_module)
+
+    def remove_input(self) -> None:
+        if self.input_module in self.modules:
+            self.modules.remove(self.input_module)
+            with contextlib.suppress(DeviceError):
+                _pactl("unload-module", str(self.input_module))
+        self.input_module = None
+
     def create(self) -> VirtualMic:
         pid = os.getpid()
         # float32, mono, 48 kHz: the engine's own format, so the server converts nothing and
@@ -179,7 +232,7 @@ class VirtualMic:
         self.modules.append(int(_pactl(
             "load-module", "module-null-sink", f"sink_name={self.sink}",
             f"rate={SAMPLE_RATE}", "channels=1", "format=float32le",
-            f"sink_properties='device.description=\"{self.name} (streamsep output)\" "
+            f"sink_properties='device.description=\"{self.sink_description}\" "
             f"{PID_KEY}={pid}'").split()[0]))
         try:
             self.modules.append(int(_pactl(
@@ -220,15 +273,181 @@ class Setup:
     routes: dict[str, dict[str, str]] = field(default_factory=dict)
     mics: dict[str, VirtualMic] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: "jack": the streams will run on PipeWire's JACK layer (``prepare`` found it usable);
+    #: "pulse": on the PulseAudio layer through ALSA's pulse device.
+    via: str = "pulse"
 
-    def create(self) -> None:
+    def create(self, in_idx: int | None = None, out_idx: int | None = None,
+               res_idx: int | None = None, *,
+               note: Callable[[str], None] | None = None) -> tuple[int | None, ...]:
+        """Create the microphones; returns the PortAudio indices of the input, target and
+        residual devices to open (PortAudio is re-scanned on the JACK path, which renumbers
+        its devices: pass the indices chosen so far). ``note`` is told which path serves."""
         for which, mic in self.mics.items():
             mic.create()
             self.routes[which] = {"PULSE_SINK": mic.sink}
+        if self.via != "jack":
+            return in_idx, out_idx, res_idx
+        keys = _device_keys(in_idx, out_idx, res_idx)  # before a re-scan renumbers them
+        try:
+            return self._on_jack(keys, note)
+        except (DeviceError, ValueError, IndexError, OSError, AttributeError) as e:
+            # Undo the JACK path's input source and fall back to the PulseAudio layer.
+            self.via = "pulse"
+            self.mics["target"].remove_input()
+            if note is not None:
+                note(f"PipeWire's JACK layer cannot serve the virtual microphone ({e}): using "
+                     "its PulseAudio layer, whose delay may differ from the reported latency "
+                     "by some tens of ms")
+            _rescan()
+            return _find_devices(keys)
+
+    def _on_jack(self, keys: list[tuple[str, str] | None],
+                 note: Callable[[str], None] | None) -> tuple[int | None, ...]:
+        from streamsep.audio import devices
+
+        target = self.mics["target"]
+        target.add_input(self.routes["input"]["PULSE_SOURCE"])
+        want = {"input": (target.input_description, "input")}
+        want.update({which: (mic.sink_description, "output")
+                     for which, mic in self.mics.items()})
+
+        def jack_devices(sd: Any) -> dict[str, list[int]]:
+            return {which: [int(d["index"]) for d in sd.query_devices()
+                            if d["name"] == desc and d[f"max_{kind}_channels"] > 0
+                            and sd.query_hostapis(d["hostapi"])["name"] == JACK_API]
+                    for which, (desc, kind) in want.items()}
+
+        # PortAudio lists JACK clients as devices when it initializes: re-scan until the new
+        # nodes' ports are there (WirePlumber configures them within ~0.1 s).
+        _rescan(until=lambda sd: all(len(v) == 1 for v in jack_devices(sd).values()))
+        _, _, res_idx = _find_devices(keys)
+        sd = devices.sounddevice()
+        found = jack_devices(sd)
+        missing = [want[w][0] for w, v in found.items() if len(v) != 1]
+        if missing:
+            raise DeviceError(f"the JACK ports of {', '.join(map(repr, missing))} did not "
+                              f"appear within {JACK_PORTS_TIMEOUT_S:g} s")
+        idx = {which: v[0] for which, v in found.items()}
+        for which, (_desc, kind) in want.items():
+            check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+            try:
+                check(device=idx[which], channels=1, samplerate=SAMPLE_RATE, dtype="float32")
+            except Exception as e:  # the graph runs at another rate: JACK does not resample
+                raise DeviceError(f"the graph does not run at {SAMPLE_RATE} Hz ({e})") from None
+        # One duplex stream from our input source to the microphone's sink, two JACK clients of
+        # one graph: one stream, one clock, nothing buffered between them.
+        devices.DUPLEX_OUTPUT[idx["input"]] = idx["target"]
+        if note is not None:
+            note("virtual microphone on PipeWire's JACK layer: it carries the output at "
+                 "exactly the reported latency")
+        return idx["input"], idx["input"], idx.get("residual", res_idx)
+
 
     def remove(self) -> None:
         for mic in self.mics.values():
             mic.remove()
+        devices = sys.modules.get("streamsep.audio.devices")
+        if devices is not None:
+            devices.DUPLEX_OUTPUT.clear()
+
+
+def _device_keys(*idx: int | None) -> list[tuple[str, str] | None]:
+    """(name, host API) of PortAudio devices: what finds them again after a re-scan."""
+    from streamsep.audio import devices
+
+    sd = devices.sounddevice()
+    return [None if i is None else (str(sd.query_devices(i)["name"]), devices.host_api(i))
+            for i in idx]
+
+
+def _rescan(until: Callable[[Any], bool] | None = None) -> None:
+    """Re-initialize PortAudio (which lists JACK clients only when it initializes; no stream
+    may be open); with ``until``, again until it holds (at most JACK_PORTS_TIMEOUT_S)."""
+    from streamsep.audio import devices
+
+    sd = devices.sounddevice()
+    deadline = time.monotonic() + JACK_PORTS_TIMEOUT_S
+    while True:
+        sd._terminate()
+        sd._initialize()
+        if until is None or until(sd) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def _find_devices(keys: list[tuple[str, str] | None]) -> tuple[int | None, ...]:
+    from streamsep.audio import devices
+
+    sd = devices.sounddevice()
+    out: list[int | None] = []
+    for key in keys:
+        if key is None:
+            out.append(None)
+            continue
+        found = [int(d["index"]) for d in sd.query_devices()
+                 if (d["name"], sd.query_hostapis(d["hostapi"])["name"]) == key]
+        if not found:
+            raise DeviceError(f"device {key[0]!r} vanished while the virtual microphone was "
+                              "created")
+        out.append(found[0])
+    return tuple(out)
+
+
+def preload_pipewire_jack(input_spec: str | None) -> bool:
+    """Load PipeWire's libjack before PortAudio loads a libjack (what ``pw-jack`` does with
+    LD_LIBRARY_PATH), so that PortAudio's JACK host API reaches PipeWire's graph. Only for a
+    virtual microphone whose input is the server's (the default source, or ``--input monitor``:
+    a device named with -i keeps its PortAudio device list as it was), on a PipeWire server,
+    and before sounddevice is imported. True when PipeWire's libjack is loaded."""
+    global _pw_jack_loaded
+    if _pw_jack_loaded is not None:
+        return True
+    if (not sys.platform.startswith("linux") or os.environ.get(VIA_ENV) == "pulse"
+            or input_spec not in (None, "monitor") or "sounddevice" in sys.modules):
+        return False
+    try:
+        if "PipeWire" not in server_info().get("Server Name", ""):
+            return False
+    except DeviceError:
+        return False  # prepare() says what is wrong
+    paths = [PW_JACK_LIB]
+    tool = shutil.which("pw-jack")  # a PipeWire installed elsewhere: its pw-jack knows where
+    if tool:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(tool, encoding="utf-8") as f:
+                m = re.search(r"LD_LIBRARY_PATH='([^'\"]+)'", f.read())
+            if m:
+                paths.insert(0, m.group(1).replace("${LIB}", "$LIB") + "/libjack.so.0")
+    for path in paths:
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        _pw_jack_loaded = path
+        return True
+    return False
+
+
+def _jack_usable(info: dict[str, str]) -> bool:
+    """Whether PortAudio's JACK host API talks to this PipeWire server (PipeWire's libjack was
+    preloaded, or is the system's libjack, as on distributions that replace JACK with it)."""
+    from streamsep.audio import devices
+
+    if os.environ.get(VIA_ENV) == "pulse" or "PipeWire" not in info.get("Server Name", ""):
+        return False
+    sd = devices.sounddevice()
+    if not any(a["name"] == JACK_API for a in sd.query_hostapis()):
+        return False
+    if _pw_jack_loaded is not None:
+        return True
+    # No preload: is the libjack that PortAudio loaded PipeWire's (it links libpipewire), or
+    # JACK's own, which talks to a jackd that knows nothing of our microphones?
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            return "libpipewire-0.3" in f.read()
+    except OSError:
+        return False
 
 
 def pulse_device_spec() -> str:
@@ -306,6 +525,10 @@ def _prepare_linux(setup: Setup, input_spec: str | None, target: str | None,
         if src:
             setup.input_spec = pulse
             setup.routes["input"] = {"PULSE_SOURCE": src}
+    # The JACK path needs the server's input (a route to remap) and a target microphone (the
+    # duplex stream's output); a residual microphone alone keeps the PulseAudio layer.
+    if "target" in setup.mics and "input" in setup.routes and _jack_usable(info):
+        setup.via = "jack"
 
 
 def _blackhole(sd: Any, kind: str, taken: set[int], want: str | None) -> int | None:

@@ -213,7 +213,8 @@ class Engine:
                 "sample_rate": self.sr, "model": self.model_name, "prompt": prompt,
                 "plan": {"window_s": p.seconds(p.window), "hop_s": p.seconds(p.hop),
                          "lookahead_s": p.seconds(p.lookahead),
-                         "crossfade_s": p.seconds(p.crossfade)},
+                         "crossfade_s": p.seconds(p.crossfade),
+                         "continuity": p.continuity, "crossfade_shape": p.crossfade_shape},
                 "budget_s": p.seconds(self.budget), "overload": self.overload,
                 "latency": self.latency()})
         self._t0 = time.monotonic()

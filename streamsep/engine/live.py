@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from streamsep import runtime
@@ -111,11 +112,14 @@ def _output_stream(engine: Engine, which: str, idx: int, blocksize: int,
     return s
 
 
-def command(engine: Engine, text: str) -> str:
+def command(engine: Engine, text: str) -> str | None:
     """Carry out one typed line; returns the note that says what it did.
 
     ``mix M`` and ``gate on|off|DB`` change the mix and the gate from the next window; ``prompt
-    TEXT`` and any other text become the prompt from the first window after it is ready."""
+    TEXT`` and any other text become the prompt from the first window after it is ready. For a
+    prompt the note is None when the worker reports the outcome (``engine.worker.on_prompt``,
+    set by ``run``): only the model knows whether it can serve the text (the embedded model
+    refuses a sound it cannot isolate), and it says so once it has encoded it, in one line."""
     why = check_prompt_text(text)
     if why is not None:
         return why
@@ -148,7 +152,22 @@ def command(engine: Engine, text: str) -> str:
     if word == "prompt" and arg:
         text = arg
     engine.set_prompt(text)
+    if engine.worker.on_prompt is not None:
+        return None
     return f"prompt -> {text!r} from the next window"
+
+
+def _say(engine: Engine, text: str) -> None:
+    if engine.metrics is not None:
+        engine.metrics.note(text)  # keeps the status line in its place on a terminal
+    else:
+        print(f"note: {text}", file=sys.stderr)
+
+
+def _prompt_outcome(engine: Engine) -> Callable[[str, str | None], None]:
+    def tell(text: str, problem: str | None) -> None:
+        _say(engine, problem or f"prompt -> {text!r} from the next window")
+    return tell
 
 
 def _stdin_commands(engine: Engine, stop: threading.Event) -> None:
@@ -162,10 +181,8 @@ def _stdin_commands(engine: Engine, stop: threading.Event) -> None:
         # Undecodable bytes become lone surrogates, which check_prompt_text names.
         text = raw.decode("utf-8", errors="surrogateescape").strip("\r\n")
         said = command(engine, text)
-        if engine.metrics is not None:
-            engine.metrics.note(said)  # keeps the status line in its place on a terminal
-        else:
-            print(f"note: {said}", file=sys.stderr)
+        if said is not None:
+            _say(engine, said)
 
 
 def _device_problem(engine: Engine, streams: list[Any], started_at: float) -> str | None:
@@ -214,6 +231,7 @@ def _run(engine: Engine, streams: list[Any], prompt: str, duration: float | None
             started.append(s)
         t_start = time.monotonic()
         if read_stdin and sys.stdin is not None and not sys.stdin.closed:
+            engine.worker.on_prompt = _prompt_outcome(engine)
             threading.Thread(target=_stdin_commands, args=(engine, stop),
                              daemon=True).start()
         t_end = None if duration is None else t_start + duration

@@ -3,9 +3,10 @@
 JSON lines schema (``--metrics-json PATH|-``): one object per line.
 
 ``{"type": "start", ...}`` once, before audio flows:
-    ``sample_rate`` (Hz), ``plan`` (``window_s``, ``hop_s``, ``lookahead_s``, ``crossfade_s``),
-    ``model``, ``prompt``, ``budget_s`` (compute budget), ``overload`` (policy: "dry" or
-    "silence"), ``latency`` (the latency object below, with ``compute_s`` = the budget).
+    ``sample_rate`` (Hz), ``plan`` (``window_s``, ``hop_s``, ``lookahead_s``, ``crossfade_s``,
+    ``continuity``, ``crossfade_shape``), ``model``, ``prompt``, ``budget_s`` (compute budget),
+    ``overload`` (policy: "dry" or "silence"), ``latency`` (the latency object below, with
+    ``compute_s`` = the budget).
 
 ``{"type": "window", ...}`` after every separated window:
     ``t`` (s since start, wall clock), ``window`` (index k), ``prompt`` (in force),

@@ -5,6 +5,10 @@ so their separations agree closely there and the crossfade blends near-identical
 generator is a counter-based hash (splitmix64) evaluated for every (frame, channel) at once, then
 Box-Muller; it needs no state, works for negative frames (left padding at start-up) and is
 identical on every platform.
+
+``independent_noise`` is the scheme of mlx-audio's chunked separation, kept for comparison
+(``--continuity independent``): every window draws its own noise, a pure function of (seed, the
+window's first frame), so overlapping windows start from different noise on the frames they share.
 """
 
 from __future__ import annotations
@@ -42,3 +46,19 @@ def position_noise(seed: int, first_frame: int, n_frames: int, channels: int) ->
     u2 = ((h & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 4294967296.0
     z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return z.astype(np.float32)
+
+
+#: Mixed into the key of independent_noise so that its windows never reproduce position_noise.
+_WINDOW_KEY = np.uint64(0x8CB92BA72F3D8DD7)
+
+
+def independent_noise(seed: int, first_frame: int, n_frames: int, channels: int) -> np.ndarray:
+    """Standard normal noise for the window whose first latent frame is ``first_frame``.
+
+    Returns float32 (n_frames, channels). Unlike ``position_noise``, every row depends on the
+    window's start as well, so two windows that share frames get unrelated noise there (still
+    deterministic: the same window always gets the same noise)."""
+    start = np.array([first_frame], dtype=np.int64).view(np.uint64)
+    key = _splitmix64(start ^ _WINDOW_KEY)[0]
+    window_seed = int(_splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64) ^ key)[0])
+    return position_noise(window_seed, 0, n_frames, channels)

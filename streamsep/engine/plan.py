@@ -11,6 +11,11 @@ sample of an emitted block has waited ``hop + lookahead + crossfade`` when its w
 engine plays every sample exactly that algorithmic latency (plus the compute budget and the
 device) after it arrived. The first window ends at ``hop + lookahead + crossfade`` and is padded
 on the left with silence, so output starts after the algorithmic latency, not after a window.
+
+Two more choices travel with the plan because the worker applies them at every window boundary:
+``continuity``, how consecutive windows are kept consistent on the frames they share
+(``CONTINUITY_SCHEMES``, see ``streamsep.engine.worker``), and ``crossfade_shape``
+(``streamsep.engine.crossfade``). Neither changes the latency.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ DEFAULT_HOP_S = 2.0
 DEFAULT_LOOKAHEAD_S = 1.0
 DEFAULT_CROSSFADE_S = 0.4
 MAX_WINDOW_S = 120.0
+#: "independent": fresh noise per window (mlx-audio's scheme); "position": noise keyed by latent
+#: frame, so overlapping windows start from the same noise; "inpaint": "position" plus, for a
+#: separator that supports it, the shared frames of the flow state pinned to the previous
+#: window's result at every ODE step (falls back to "position" for one that does not).
+CONTINUITY_SCHEMES = ("independent", "position", "inpaint")
+DEFAULT_CONTINUITY = "position"
+CROSSFADE_SHAPES = ("amplitude", "power")
+DEFAULT_CROSSFADE_SHAPE = "amplitude"
 
 
 class PlanError(ValueError):
@@ -40,6 +53,8 @@ class WindowPlan:
     hop_frames: int
     lookahead_frames: int
     crossfade_frames: int
+    continuity: str = DEFAULT_CONTINUITY
+    crossfade_shape: str = DEFAULT_CROSSFADE_SHAPE
 
     @classmethod
     def from_seconds(
@@ -50,6 +65,9 @@ class WindowPlan:
         hop: float = DEFAULT_HOP_S,
         lookahead: float = DEFAULT_LOOKAHEAD_S,
         crossfade: float = DEFAULT_CROSSFADE_S,
+        *,
+        continuity: str = DEFAULT_CONTINUITY,
+        crossfade_shape: str = DEFAULT_CROSSFADE_SHAPE,
     ) -> WindowPlan:
         """Round each length to the nearest whole latent frame and validate the result."""
         if sample_rate <= 0 or frame_hop <= 0:
@@ -66,12 +84,18 @@ class WindowPlan:
             raise PlanError(f"--window {window} s is too long: use at most {MAX_WINDOW_S:g} s")
         frames = {k: int(round(v / frame_s)) for k, v in values.items()}
         plan = cls(sample_rate, frame_hop, frames["--window"], frames["--hop"],
-                   frames["--lookahead"], frames["--crossfade"])
+                   frames["--lookahead"], frames["--crossfade"], continuity, crossfade_shape)
         plan.validate()
         return plan
 
     def validate(self) -> None:
         f = self.frame_hop / self.sample_rate
+        if self.continuity not in CONTINUITY_SCHEMES:
+            raise PlanError(f"--continuity must be one of {', '.join(CONTINUITY_SCHEMES)} "
+                            f"(got {self.continuity!r})")
+        if self.crossfade_shape not in CROSSFADE_SHAPES:
+            raise PlanError(f"--crossfade-shape must be one of {', '.join(CROSSFADE_SHAPES)} "
+                            f"(got {self.crossfade_shape!r})")
         if self.hop_frames < 1:
             raise PlanError(f"--hop must be at least one latent frame ({f * 1000:g} ms)")
         if self.window_frames < 1:

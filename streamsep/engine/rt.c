@@ -223,37 +223,58 @@ static const float ZEROS[1024];
  * without us (an xrun). Without filling them in, every later position would be one period off
  * the device's timeline and the output misaligned for a whole latency. PortAudio's JACK stream
  * time is interpolated (jack_frame_time), so a callback that merely ran late also looks ahead;
- * a missed cycle is a lasting step, so the smallest deviation of the last 8 callbacks decides. */
+ * a missed cycle is a lasting step, so the smallest deviation of 8 callbacks decides.
+ *
+ * The step is measured from the floor of the callbacks just before the xrun, not from the
+ * first callback's time: that one is often late (a stream tends to start in a busy cycle, and
+ * an xrun just before it leaves its stream time hundreds of frames ahead), and JACK's
+ * interpolation wanders after every xrun while its clock filter settles. Measured against a
+ * baseline that was set late, a missed cycle looked too small to count and was never filled,
+ * for the rest of the stream. The baseline follows the floor both ways between xruns. */
 #define DEVS 8
+static int64_t devs_floor(const rt_stream *s, int64_t count)
+{
+    /* the smallest of the deviations of the last `count` (1..DEVS) callbacks; the slot of the
+     * first callback (never written) holds 0, its own deviation by definition */
+    int64_t lo = INT64_MAX;
+    for (int64_t k = 1; k <= count; k++) lo = min64(lo, s->devs[(s->blocks - k) % DEVS]);
+    return lo;
+}
+
 static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n, int xrun)
 {
     const pa_time_info *ti = (const pa_time_info *)time_info;
     if (!s->fill_gaps || ti == NULL || ti->current <= 0.0) return 0;
     int64_t gap = 0;
-    /* Only an xrun (PortAudio flags the next callback) can skip a cycle: judge the deviations
-     * DEVS callbacks after one, so that a drifting or jumping stream time alone never counts. */
-    if (xrun) s->check_in = DEVS;
     if (s->blocks == 0) {
+        /* An xrun flagged on the first callback happened before this stream's timeline began:
+         * nothing of it can be missing. */
         s->base_time = ti->current;
     } else {
+        /* Only an xrun (PortAudio flags the next callback) can skip a cycle: judge the
+         * deviations DEVS callbacks after one, so that a drifting or jumping stream time alone
+         * never counts. A second xrun before the judgement extends it and keeps the floor. */
+        if (xrun) {
+            if (s->check_in == 0) s->floor_before = devs_floor(s, min64(s->blocks, DEVS));
+            s->check_in = DEVS;
+        }
         double d = (ti->current - s->base_time) * (double)s->sample_rate
                    - (double)s->frames_seen;
         s->devs[s->blocks % DEVS] = (int64_t)(d + (d >= 0 ? 0.5 : -0.5));
-        if (s->check_in > 0 && --s->check_in == 0 && s->blocks >= DEVS) {
-            int64_t lo = s->devs[0];
-            for (int i = 1; i < DEVS; i++) lo = min64(lo, s->devs[i]);
+        if (s->check_in > 0 && --s->check_in == 0) {
+            int64_t step = devs_floor(s, DEVS) - s->floor_before;
             /* More than 2 s is a clock jump (or a stream restart), not a missed cycle. */
-            if (4 * lo >= 3 * n && lo <= 2 * s->sample_rate) {
-                gap = ((lo + n / 2) / n) * n;
+            if (4 * step >= 3 * n && step <= 2 * s->sample_rate) {
+                gap = ((step + n / 2) / n) * n;
                 for (int i = 0; i < DEVS; i++) s->devs[i] -= gap;
             }
         }
-        /* Between xruns the deviation only jitters; let the baseline follow its slow drift so
-         * that a later judgement measures the step, not hours of accumulated clock error. */
+        /* Between xruns the deviation only jitters and drifts: let the baseline follow its
+         * floor (down, and up by less than a missed cycle) so that a later judgement measures
+         * the step, not a late first callback or hours of accumulated clock error. */
         if (s->check_in == 0 && s->blocks % DEVS == 0) {
-            int64_t lo = s->devs[0];
-            for (int i = 1; i < DEVS; i++) lo = min64(lo, s->devs[i]);
-            if (lo > 0 && 4 * lo < 3 * n) {
+            int64_t lo = devs_floor(s, DEVS);
+            if (lo != 0 && 4 * lo < 3 * n) {
                 s->frames_seen += lo;
                 for (int i = 0; i < DEVS; i++) s->devs[i] -= lo;
             }
@@ -294,6 +315,7 @@ int rt_callback(const void *input, void *output, unsigned long frames, const voi
     }
     int64_t gap = missed_frames(s, time_info, n, xrun);
     if (gap > 0) fill_gap(s, gap);
+    if (s->source != NULL && s->feeds_input) STORE(&s->source->judging, s->check_in > 0);
     int64_t origin = 0;
     if (s->source != NULL) {
         if (s->feeds_input && input != NULL) {
@@ -306,7 +328,15 @@ int rt_callback(const void *input, void *output, unsigned long frames, const voi
     if (s->sink != NULL && output != NULL) {
         float *o = (float *)output;
         int64_t ch = s->out_channels;
-        rt_out_play(s->sink, o, n, ch, origin, t0);
+        if (!s->feeds_input && s->source != NULL && !LOAD(&s->sink->ring->started) &&
+            LOAD(&s->source->judging)) {
+            /* An output on its own clock starts at the input position of now; while the input
+             * may still fill in a cycle it missed (up to DEVS callbacks after an xrun), that
+             * position is about to move: start once it is settled (until then, silence). */
+            zero(o, n * ch, 1);
+        } else {
+            rt_out_play(s->sink, o, n, ch, origin, t0);
+        }
         /* Mono target on the first two channels; any further channels silent. */
         for (int64_t j = 0; j < n; j++) {
             float v = o[j * ch];

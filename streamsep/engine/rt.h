@@ -19,6 +19,7 @@ typedef struct rt_snap {      /* (position, monotonic ns) under a sequence count
 typedef struct rt_in {
     rt_ring *ring;
     rt_snap snap;             /* write_pos after the newest input block, and when it came */
+    int64_t judging;          /* the input's stream has an xrun to judge: a gap may be filled */
 } rt_in;
 
 typedef struct rt_out {
@@ -54,6 +55,7 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
     int64_t frames_seen;      /* frames delivered or filled in since then */
     int64_t devs[8];          /* recent (stream time - frames_seen), frames */
     int64_t check_in;         /* callbacks until the deviations are judged (after an xrun) */
+    int64_t floor_before;     /* the deviations' floor over the callbacks before that xrun */
     int64_t gap_events;       /* callbacks that found frames missing before them */
     int64_t gap_frames;       /* frames filled in (input: silence; output: skipped) */
 } rt_stream;

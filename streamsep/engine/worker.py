@@ -23,6 +23,14 @@ a window is already waiting, the prompt is encoded first only if it fits the dea
 always without one, and after ``PROMPT_MAX_WAIT_WINDOWS`` windows without an idle moment). A
 separator may split the change into ``prepare_prompt`` / ``apply_prompt`` (see
 ``streamsep.separators.base.StagedPrompt``); otherwise ``set_prompt`` runs at that idle moment.
+
+Continuity between windows (``plan.continuity``): "position" hands every window the
+position-seeded noise of its frames (``engine.noise.position_noise``), "independent" fresh noise
+per window (``independent_noise``, mlx-audio's scheme). "inpaint" is "position" plus, for a
+separator with ``separate_continued`` (``separators.base.ContinuedSeparator``), the state that
+separator returned for the previous window, which it uses to pin the frames both windows share;
+the worker keeps that state (so one separator can serve several streams) and drops it when the
+prompt changes.
 """
 
 from __future__ import annotations
@@ -39,11 +47,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamsep.engine.crossfade import Crossfader
-from streamsep.engine.noise import position_noise
+from streamsep.engine.noise import independent_noise, position_noise
 from streamsep.engine.plan import WindowPlan
 from streamsep.engine.ring import HistoryRing
 from streamsep.runtime import cpu_stolen_s
 from streamsep.separators.base import (
+    ContinuedSeparator,
     ModelError,
     RegionSeparator,
     check_prompt_text,
@@ -130,14 +139,24 @@ class Worker:
         # A separator that can compute just the emitted stretch (SAM-Audio's codec) is asked for
         # that alone; it keeps its own per-stream caches keyed by the window's absolute start.
         self._region = isinstance(separator, RegionSeparator)
+        self._continued = (plan.continuity == "inpaint" and not self._region
+                           and isinstance(separator, ContinuedSeparator))
+        self._continuity_state: Any = None  # what separate_continued returned last
         self.counters = Counters()
         self.on_window: Callable[[dict[str, Any]], None] | None = None
         self.on_warning: Callable[[str, str], None] | None = None
+        # (position, previous window's target tail, this window's target head) before each blend:
+        # what the crossfade has to hide (streamsep.seams measures it); must not keep the arrays.
+        self.on_seam: Callable[[int, np.ndarray, np.ndarray], None] | None = None
+        #: Told the outcome of every prompt change after the first, on the worker thread, as
+        #: (text, None) once it is ready for the next window or (text, the one line saying why
+        #: it was refused and what stays); refusals then go here instead of to ``on_warning``.
+        self.on_prompt: Callable[[str, str | None], None] | None = None
         # Bounded, so that a run of days keeps constant memory; benchmarks read the newest.
         self.compute_history: deque[float] = deque(maxlen=COMPUTE_HISTORY)
         self._window = np.zeros(plan.window, np.float32)
         x = plan.crossfade
-        self._fader = Crossfader(x)
+        self._fader = Crossfader(x, plan.crossfade_shape)
         self._tail_t = np.zeros(x, np.float32)
         self._tail_r = np.zeros(x, np.float32)
         self._have_tail = False
@@ -204,8 +223,9 @@ class Worker:
         nch = int(getattr(self.sep, "noise_channels", 0) or 0)
         noise = None
         if nch:
-            noise = position_noise(self.seed, (end - plan.window) // plan.frame_hop,
-                                   plan.window_frames, nch)
+            make = independent_noise if plan.continuity == "independent" else position_noise
+            noise = make(self.seed, (end - plan.window) // plan.frame_hop, plan.window_frames,
+                         nch)
         fault, why, error = None, "", None
         start = plan.emit_start(end)
         n = plan.hop + plan.crossfade
@@ -214,12 +234,21 @@ class Worker:
             if self._region:
                 out = self.sep.separate_region(win, noise, None, start=end - plan.window,
                                                emit=slice(off, off + n))
+            elif self._continued:
+                if self._prompt_changed:
+                    self._continuity_state = None  # the last result answered another prompt
+                *out, state = self.sep.separate_continued(
+                    win, noise, None, start=end - plan.window, keep=slice(off, off + n),
+                    previous=self._continuity_state)
+                out = tuple(out)
             else:
                 out = self.sep.separate(win, noise, None)
         except Exception as e:  # a broken window must not stop the stream (KeyboardInterrupt does)
             fault, why, error = "failed", exception_summary(e, self._sep_file), e
         else:
             fault, why, target, residual = self._check_output(out, n if self._region else None)
+            if fault is None and self._continued:
+                self._continuity_state = state
         if fault is None:
             if not self._region:
                 target, residual = target[off : off + n], residual[off : off + n]
@@ -363,8 +392,10 @@ class Worker:
         self._pending_waited = 0
         if text == self.prompt:
             self._ready_prompt = None  # switched back before the other one was applied
+            self._tell_prompt(text, None)
             return True
         if self._ready_prompt is not None and self._ready_prompt[0] == text:
+            self._tell_prompt(text, None)
             return True
         sep = self.sep
         staged = callable(getattr(sep, "prepare_prompt", None)) and callable(
@@ -380,11 +411,20 @@ class Worker:
             if self.prompt is None:
                 raise
             # a bad prompt typed while running must not stop the stream
-            self._warn("prompt", f"prompt {text!r} rejected ({_reason(e)}); keeping "
-                       f"{self.prompt!r}")
+            line = f"prompt {text!r} rejected ({_reason(e)}); keeping {self.prompt!r}"
+            if self.on_prompt is not None:
+                self.on_prompt(text, line)
+            else:
+                self._warn("prompt", line)
+        else:
+            self._tell_prompt(text, None)
         finally:
             self._prompt_cost = self.clock() - t0
         return True
+
+    def _tell_prompt(self, text: str, problem: str | None) -> None:
+        if self.on_prompt is not None and self.prompt is not None:
+            self.on_prompt(text, problem)
 
     def _apply_prompt(self) -> None:
         if self._ready_prompt is None:
@@ -417,6 +457,8 @@ class Worker:
     def _emit(self, start: int, seg_t: np.ndarray, seg_r: np.ndarray) -> None:
         x = self.plan.crossfade
         if x and self._have_tail:
+            if self.on_seam is not None:
+                self.on_seam(start, self._tail_t, seg_t[:x])
             self._fader.blend(self._tail_t, seg_t[:x])
             self._fader.blend(self._tail_r, seg_r[:x])
         n = len(seg_t) - x

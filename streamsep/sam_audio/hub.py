@@ -3,12 +3,29 @@
 Every failure of ``huggingface_hub`` (gated repo, missing repo or file, no network, bad token) is
 turned into a :class:`ModelLoadError` whose message names the repo and says what to do. The token
 is ``token=`` when given, else whatever huggingface_hub finds itself (``HF_TOKEN``, then the
-``huggingface-cli login`` cache).
+``hf auth login`` cache).
+
+Offline, huggingface_hub retries every request with backoff (five retries, 24 s measured here
+for the README's snippet) before it gives up. So before asking the hub, ``hub_offline`` checks
+``HF_HUB_OFFLINE`` and makes one TCP connection to the hub (or the proxy) with a short timeout;
+when either says offline, only the local cache is asked (``local_files_only``): a cached model
+loads, anything else fails at once (about 1 s for the snippet, most of it imports).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+#: Seconds the reachability probe waits for a TCP connection; a reachable hub answers in well
+#: under a second, and DNS failure (the common offline case) returns at once.
+PROBE_TIMEOUT_S = 3.0
+#: How long a probe's answer is reused, so that one load (config, weights, T5) probes once.
+PROBE_TTL_S = 60.0
+_probe: tuple[float, str | None] | None = None
 
 
 class ModelLoadError(ValueError):
@@ -18,15 +35,16 @@ class ModelLoadError(ValueError):
 def gated_message(repo_id: str) -> str:
     return (
         f"{repo_id} is gated: request access at https://huggingface.co/{repo_id}, "
-        "then set HF_TOKEN (or run `huggingface-cli login`)"
+        "then set HF_TOKEN (or run `hf auth login`)"
     )
 
 
-def offline_message(repo_id: str) -> str:
+def offline_message(repo_id: str, why: str | None = None) -> str:
     return (
-        f"cannot download {repo_id}: the Hugging Face Hub is unreachable (no network, or "
-        f"HF_HUB_OFFLINE=1) and it is not in the local cache; download it on a connected machine "
-        f"(`huggingface-cli download {repo_id}`) and copy the cache over, or pass a local directory"
+        f"cannot download {repo_id}: the Hugging Face Hub is unreachable "
+        f"({why or 'no network, or HF_HUB_OFFLINE=1'}) and it is not in the local cache; "
+        f"download it on a connected machine (`hf download {repo_id}`) and copy the cache over, "
+        "or pass a local directory"
     )
 
 
@@ -34,7 +52,7 @@ def not_found_message(repo_id: str) -> str:
     return (
         f"{repo_id} was not found on the Hugging Face Hub: check the repo id "
         "(e.g. facebook/sam-audio-large), or if it is private set HF_TOKEN "
-        "(or run `huggingface-cli login`)"
+        "(or run `hf auth login`)"
     )
 
 
@@ -120,6 +138,39 @@ def _is_network_error(exc: BaseException) -> bool:
     )
 
 
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _probe_target() -> tuple[str, int]:
+    """The host and port a download would connect to first: the proxy when one is set."""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlsplit(endpoint)
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(k)), None) if url.scheme == "https" else None
+    if proxy:
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_offline() -> str | None:
+    """Why the hub cannot be reached now (a few words for a message), or None if it can."""
+    global _probe
+    if _truthy(os.environ.get("HF_HUB_OFFLINE")):
+        return "HF_HUB_OFFLINE is set"
+    now = time.monotonic()
+    if _probe is not None and now - _probe[0] < PROBE_TTL_S:
+        return _probe[1]
+    host, port = _probe_target()
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+        why = None
+    except OSError as e:
+        why = f"cannot connect to {host}:{port}: {getattr(e, 'strerror', None) or e}"
+    _probe = (now, why)
+    return why
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -139,14 +190,16 @@ def download_file(
     """
     from huggingface_hub import hf_hub_download
 
+    offline = hub_offline()
     try:
         return Path(
-            hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, token=token)
+            hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, token=token,
+                            local_files_only=offline is not None)
         )
     except Exception as exc:  # every hub failure becomes one clear line
         if missing_ok and _is_absent_file(exc):
             return None
-        raise translate_hub_error(exc, repo_id, filename, revision) from exc
+        raise _translate(exc, repo_id, filename, revision, offline) from exc
 
 
 def download_snapshot(
@@ -159,11 +212,24 @@ def download_snapshot(
     """Local folder holding the files of ``repo_id`` that match ``allow_patterns``."""
     from huggingface_hub import snapshot_download
 
+    offline = hub_offline()
     try:
         return Path(
             snapshot_download(
-                repo_id=repo_id, allow_patterns=allow_patterns, revision=revision, token=token
+                repo_id=repo_id, allow_patterns=allow_patterns, revision=revision, token=token,
+                local_files_only=offline is not None,
             )
         )
     except Exception as exc:
-        raise translate_hub_error(exc, repo_id, None, revision) from exc
+        raise _translate(exc, repo_id, None, revision, offline) from exc
+
+
+def _translate(exc: BaseException, repo_id: str, filename: str | None, revision: str | None,
+               offline: str | None) -> ModelLoadError:
+    """translate_hub_error, naming why the hub was not asked when that is the failure."""
+    e = _hf_errors()
+    not_cached = (e["LocalEntryNotFoundError"], e["OfflineModeIsEnabled"], ConnectionError,
+                  TimeoutError)
+    if offline is not None and (isinstance(exc, not_cached) or _is_network_error(exc)):
+        return ModelLoadError(offline_message(repo_id, offline))
+    return translate_hub_error(exc, repo_id, filename, revision)

@@ -237,6 +237,12 @@ def _read_config(path: Path, source: str) -> dict[str, Any]:
         ) from exc
     if not isinstance(config, dict):
         raise ModelLoadError(f"{path} must hold a JSON object; download or copy it again")
+    if str(config.get("model_type", "")).startswith("streamsep-embedded"):
+        # Said here, before any weight is read, rather than as "unrecognised tensor names".
+        raise ModelLoadError(
+            f"{source} is streamsep's embedded model (speech, music, noise), not SAM-Audio: load "
+            f"it with streamsep.load({source!r}) (or --model {source} on the command line)"
+        )
     return config
 
 

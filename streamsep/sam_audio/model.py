@@ -62,6 +62,9 @@ class SeparationResult:
     #: Streaming chunks only (None from separate / separate_long), as mlx-audio.
     chunk_idx: int | None = None
     is_last: bool | None = None
+    #: Hz of target and residual where they are not the model's (``streamsep.load(...)
+    #: .separate`` returns the input's rate); None: the model's ``sample_rate``.
+    sample_rate: int | None = None
 
 
 @dataclass
@@ -677,7 +680,7 @@ class SAMAudio(nn.Module):
     ) -> SAMAudio:
         """Load from a hub repo id or a local directory (official layout, MLX conversion).
 
-        ``token`` defaults to HF_TOKEN / the huggingface-cli login (needed for the gated repos).
+        ``token`` defaults to HF_TOKEN / the ``hf auth login`` token (needed for the gated repos).
         """
         from streamsep import runtime
         from streamsep.sam_audio.loading import resolve_model

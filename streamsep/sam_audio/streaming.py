@@ -342,7 +342,36 @@ def _chunks(
 ) -> Iterator[SeparationResult]:
     sep = SAMSeparator(model, steps=max(2, round(1 / step_size)), method=method)
     sep.step_size = step_size  # ode_opt may ask for any 0 < step_size < 1, not only 1/steps
-    proxy = (_RegionWindow if isinstance(sep, RegionSeparator) else _Window)(sep, runs)
+
+    def single(engine: Engine, fed: int) -> SeparationResult:
+        return _single(model, engine, fed, description, method, step_size, seed, runs,
+                       sep.wm_message, ode_decode_chunk_size, verbose)
+
+    with wired_limit(model):
+        yield from engine_chunks(sep, pieces, description, plan, seed, runs=runs, total=total,
+                                 verbose=verbose, label="SAM-Audio", single=single)
+
+
+def engine_chunks(
+    separator: Any,
+    pieces: Iterable[np.ndarray],
+    prompt: str,
+    plan: WindowPlan,
+    seed: int,
+    *,
+    runs: Sequence[Run] = (),
+    total: int | None = None,
+    verbose: bool = False,
+    label: str = "the separator",
+    single: Callable[[Engine, int], SeparationResult] | None = None,
+) -> Iterator[SeparationResult]:
+    """Any separator's chunks over a recording, on the engine's offline path: the worker stepped
+    by hand with ``budget=0`` and ``skip_ahead=False`` (every window runs, as for the files).
+
+    ``pieces``: mono float32 blocks at the separator's rate, none longer than ``plan.hop``.
+    A separator error is raised here rather than filled by the overload policy. ``single``,
+    when given, separates an input that ends within the first window in one call instead."""
+    proxy = (_RegionWindow if isinstance(separator, RegionSeparator) else _Window)(separator, runs)
     engine = Engine(proxy, plan, seed=seed, budget=0, skip_ahead=False)
     # The worker moves next_end on only after the call: during it, it is this window's end.
     proxy.window_start = lambda: engine.worker.next_end - plan.window
@@ -350,7 +379,7 @@ def _chunks(
     engine.add_sink(sink)
     faults: list[tuple[str, str]] = []
     engine.worker.on_warning = lambda key, text: faults.append((key, text))
-    engine.begin(description)
+    engine.begin(prompt)
     bar: Any = None  # made at the first window: a short input is one plain pass, with its own
     idx = 0
 
@@ -361,7 +390,8 @@ def _chunks(
         if last:
             frames = -(-fed // plan.frame_hop)
             # Position-seeded: every window that covered input frame f started from row f.
-            res.noise = mx.array(position_noise(seed, 0, frames, proxy.noise_channels))[None]
+            if proxy.noise_channels:
+                res.noise = mx.array(position_noise(seed, 0, frames, proxy.noise_channels))[None]
             res.peak_memory = _peak_memory_gb()
         idx += 1
         return res
@@ -374,7 +404,7 @@ def _chunks(
             if proxy.error is not None:
                 raise proxy.error
             if faults:  # anything else the worker refused (a wrong shape or dtype)
-                raise RuntimeError(f"SAM-Audio failed: {faults[0][1]}")
+                raise RuntimeError(f"{label} failed: {faults[0][1]}")
             mx.clear_cache()
             bar.update(1)
         return sink.take()
@@ -387,12 +417,12 @@ def _chunks(
         if bar is not None:
             bar.close()
 
-    with wired_limit(model), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         stack.callback(close_bar)
         for x in pieces:
             engine.feed(x)
             fed += len(x)
-            if fed <= plan.first_end:
+            if single is not None and fed <= plan.first_end:
                 continue  # the input may still end within the first window: one plain pass
             for block in run_windows():
                 if held is not None:
@@ -403,9 +433,8 @@ def _chunks(
                 held = None
         if fed == 0:
             raise ValueError("audios is empty (0 samples)")
-        if fed <= plan.first_end:
-            yield _single(model, engine, fed, description, method, step_size, seed, runs,
-                          sep.wm_message, ode_decode_chunk_size, verbose)
+        if single is not None and fed <= plan.first_end:
+            yield single(engine, fed)
             return
         engine.worker.finish(fed)
         # Frames past the input's end are the last windows' right padding: no anchor there,
@@ -416,7 +445,7 @@ def _chunks(
             if held is not None:
                 yield chunk(held, False)
             held = block
-        assert held is not None  # fed > first_end: the first window emitted its block
+        assert held is not None  # the input is not empty: the last window emitted its end
         yield chunk(held, True)
 
 

