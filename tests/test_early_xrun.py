@@ -72,7 +72,7 @@ def test_a_late_first_callback_does_not_hide_a_missed_cycle(late_first, missed):
 
     eng = Engine(Passthrough(), WindowPlan(SR, 1920, 25, 5, 2, 1), budget=int(0.1 * SR))
     sink = eng.add_playback("target")
-    st = eng.stream_state(sink, feeds_input=True, fill_gaps=True)
+    st = eng.stream_state(sink, feeds_input=True, fill_gaps=True, frame_clock=None)
     lat, k_all = eng.latency_samples, 400
     x = np.random.default_rng(5).standard_normal(N * k_all).astype(np.float32)
     played = np.full(len(x), np.nan, np.float32)
@@ -108,9 +108,9 @@ def _split_offset(missed):
     from streamsep.separators.simple import Passthrough
 
     eng = Engine(Passthrough(), WindowPlan(SR, 1920, 25, 5, 2, 1), budget=int(0.1 * SR))
-    st_in = eng.stream_state(None, feeds_input=True, fill_gaps=True)
+    st_in = eng.stream_state(None, feeds_input=True, fill_gaps=True, frame_clock=None)
     sink = eng.add_playback("target", own_clock=True)
-    st_out = eng.stream_state(sink, feeds_input=False, fill_gaps=True)
+    st_out = eng.stream_state(sink, feeds_input=False, fill_gaps=True, frame_clock=None)
     blk = np.zeros(N, np.float32)
     for k in range(60):
         if k == missed:
@@ -180,6 +180,7 @@ def _run(jack, wd):
     summary = h.wait(30)
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]
     start = next(r for r in lines if r["type"] == "start")
+    assert start["gap_clock"] == ["jack frames"]  # jack2: JACK's own frame counter
     end = lines[-1]
     assert end["type"] == "end"
     lat = start["latency"]

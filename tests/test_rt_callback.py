@@ -128,7 +128,7 @@ def test_a_cycle_the_server_ran_without_us_is_filled_and_alignment_holds():
     the gap, the output is still the input delayed by exactly the latency (no lasting shift)."""
     eng = _engine("dry")
     sink = eng.add_playback("target")
-    st = eng.stream_state(sink, feeds_input=True, fill_gaps=True)
+    st = eng.stream_state(sink, feeds_input=True, fill_gaps=True, frame_clock=None)
     lat = eng.latency_samples
     x = np.random.default_rng(2).standard_normal(256 * 400).astype(np.float32)
     played = np.full(len(x), np.nan, np.float32)
@@ -153,7 +153,7 @@ def test_a_cycle_the_server_ran_without_us_is_filled_and_alignment_holds():
 
 def test_late_callbacks_and_drifting_times_are_not_taken_for_missed_cycles():
     eng = _engine()
-    st = eng.stream_state(None, feeds_input=True, fill_gaps=True)
+    st = eng.stream_state(None, feeds_input=True, fill_gaps=True, frame_clock=None)
     jitter = np.random.default_rng(4).uniform(0, 250, 4000)
     for k in range(4000):
         # late wake-ups, a clock running 100 ppm fast, and an xrun flag now and then
@@ -162,3 +162,94 @@ def test_late_callbacks_and_drifting_times_are_not_taken_for_missed_cycles():
         lib.rt_callback(ffi.from_buffer("float[]", np.zeros(256, np.float32)), ffi.NULL, 256,
                         ti, PA_INPUT_OVERFLOW if k % 500 == 499 else 0, st.c)
     assert st.xruns()["missed_cycles"] == 0 and eng.input.write_pos == 256 * 4000
+
+
+class _FrameCounter:
+    """JACK's frame counter as rt.c reads it (jack_last_frame_time), set by the test."""
+
+    def __init__(self):
+        self.frame = 0
+        self.fn = ffi.callback("uint32_t(*)(const void *)", lambda _client: self.frame & 0xFFFFFFFF)
+
+
+def _run_counted(frame_clock, counter, k_all, skipped, frame_of, time_of, flag_at):
+    eng = _engine("dry")
+    sink = eng.add_playback("target")
+    st = eng.stream_state(sink, feeds_input=True, fill_gaps=True,
+                          frame_clock=None if frame_clock is None else counter.fn)
+    x = np.random.default_rng(7).standard_normal(256 * k_all).astype(np.float32)
+    played = np.full(len(x), np.nan, np.float32)
+    for k in range(k_all):
+        if k in skipped:
+            continue
+        counter.frame = frame_of(k)
+        out = np.zeros(256, np.float32)
+        _timed_call(st, x[256 * k : 256 * (k + 1)].copy(), out, time_of(k),
+                    PA_OUTPUT_UNDERFLOW if k in flag_at else 0)
+        played[256 * k : 256 * (k + 1)] = out
+    ref = np.concatenate([np.zeros(eng.latency_samples, np.float32),
+                          x[: len(x) - eng.latency_samples]])
+    return st, eng, played, ref
+
+
+def test_with_jacks_frame_counter_a_late_server_is_not_a_missed_cycle():
+    """The server itself ran late (its timer woke 14 ms late; the host stole its CPU): every
+    client still gets every cycle, but PortAudio's stream time, interpolated through JACK's time
+    filter, is ahead by the delay from then on, and an xrun is flagged. Measured on the stream
+    time, that was a missed cycle: input zeros put in and output skipped, a period of audio lost
+    and the output out of line for a latency. The frame counter says nothing is missing."""
+    counter = _FrameCounter()
+    late = lambda k: 1.0 + (256 * k + (700 if k >= 200 else 0)) / SR  # noqa: E731
+    st, eng, played, ref = _run_counted(counter.fn, counter, 400, (), lambda k: 4096 + 256 * k,
+                                        late, {201})
+    assert st.xruns()["missed_cycles"] == 0 and st.xruns()["events"] == 1
+    lat = eng.latency_samples
+    np.testing.assert_array_equal(played[lat:], ref[lat:])  # every sample, no block lost
+    st_time, *_ = _run_counted(None, counter, 400, (), lambda k: 4096 + 256 * k, late, {201})
+    assert st_time.xruns()["missed_cycles"] == 1  # what the stream time alone made of it
+
+
+def test_with_jacks_frame_counter_a_missed_cycle_is_filled_though_its_flag_comes_late():
+    """The server ran cycle 200 without us; JACK's xrun notification reaches PortAudio from
+    another thread, here ten callbacks late, by when the step was already in the floor the
+    stream time is judged against, so the cycle was never filled. The frame counter shows the
+    step at once. Callbacks that read the counter of the next cycle (they ran after it began)
+    are not taken for gaps. The frame counter wraps at 2^32 in the middle of it."""
+    counter = _FrameCounter()
+    ahead = {50, 51, 120, 300}  # these callbacks read the next cycle's first frame
+    base = 2**32 - 256 * 100
+
+    def frame(k):
+        return base + 256 * k + (256 if k in ahead else 0)
+
+    st, eng, played, ref = _run_counted(counter.fn, counter, 400, {200}, frame,
+                                        lambda k: 1.0 + 256 * k / SR, {211})
+    assert st.xruns()["missed_cycles"] == 1 and st.xruns()["missed_frames"] == 256
+    assert eng.input.write_pos == 256 * 400  # the input ring kept the device's timeline
+    lat = eng.latency_samples
+    ok = np.ones(len(ref), bool)
+    ok[:lat] = False
+    for lo in (256 * 200, 256 * 200 + lat):  # the gap, until it was detected, in and out
+        ok[lo : lo + 256 * 10] = False
+    np.testing.assert_array_equal(played[ok], ref[ok])
+    st_time, *_ = _run_counted(None, counter, 400, {200}, frame,
+                               lambda k: 1.0 + 256 * k / SR, {211})
+    assert st_time.xruns()["missed_cycles"] == 0  # the stream time judged too late: unfilled
+
+
+def test_the_jack_frame_counter_is_used_only_from_jack2():
+    """jack2's jack_last_frame_time reads the server's shared memory whatever its argument;
+    JACK1's and PipeWire's dereference the client handle, which PortAudio does not share."""
+    import ctypes
+    import ctypes.util
+
+    import sounddevice  # noqa: F401  (loads PortAudio, and with it a libjack if it links one)
+
+    fn = lib.rt_jack_frame_clock()
+    name = ctypes.util.find_library("jack")
+    if name is None:
+        assert fn == ffi.NULL
+        return
+    jack = ctypes.CDLL(name, mode=getattr(ctypes, "RTLD_NOLOAD", 4))
+    jack.jack_get_version_string.restype = ctypes.c_char_p
+    assert (fn != ffi.NULL) == jack.jack_get_version_string().startswith(b"1.9.")

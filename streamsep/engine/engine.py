@@ -168,10 +168,11 @@ class Engine:
         return sink
 
     def stream_state(self, sink: PlaybackSink | None, *, feeds_input: bool,
-                     out_channels: int = 1, fill_gaps: bool = False) -> StreamState:
+                     out_channels: int = 1, fill_gaps: bool = False,
+                     frame_clock: Any = "jack") -> StreamState:
         """The userdata for one device stream that runs the C callback over this engine."""
         st = StreamState(self.sr, source=self.source, feeds_input=feeds_input, sink=sink,
-                         out_channels=out_channels, fill_gaps=fill_gaps)
+                         out_channels=out_channels, fill_gaps=fill_gaps, frame_clock=frame_clock)
         self.streams.append(st)
         return st
 
@@ -216,7 +217,8 @@ class Engine:
                          "crossfade_s": p.seconds(p.crossfade),
                          "continuity": p.continuity, "crossfade_shape": p.crossfade_shape},
                 "budget_s": p.seconds(self.budget), "overload": self.overload,
-                "latency": self.latency()})
+                "latency": self.latency(),
+                "gap_clock": [st.clock for st in self.streams if st.clock is not None]})
         self._t0 = time.monotonic()
 
     def start(self, prompt: str | None = None) -> None:

@@ -6,7 +6,9 @@ JSON lines schema (``--metrics-json PATH|-``): one object per line.
     ``sample_rate`` (Hz), ``plan`` (``window_s``, ``hop_s``, ``lookahead_s``, ``crossfade_s``,
     ``continuity``, ``crossfade_shape``), ``model``, ``prompt``, ``budget_s`` (compute budget),
     ``overload`` (policy: "dry" or "silence"), ``latency`` (the latency object below, with
-    ``compute_s`` = the budget).
+    ``compute_s`` = the budget), ``gap_clock`` (per device stream on JACK, what missed cycles
+    are measured with: "jack frames", JACK's frame counter, or "stream time", PortAudio's
+    interpolated time where the libjack is not jack2's).
 
 ``{"type": "window", ...}`` after every separated window:
     ``t`` (s since start, wall clock), ``window`` (index k), ``prompt`` (in force),
@@ -29,7 +31,8 @@ JSON lines schema (``--metrics-json PATH|-``): one object per line.
     exceeded the budget in force),
     ``xruns`` (cumulative PortAudio reports: ``events`` counts each callback that carried any
     flag once; ``input_underflow``, ``input_overflow``, ``output_underflow``,
-    ``output_overflow`` count the flags),
+    ``output_overflow`` count the flags; on JACK, ``missed_cycles`` / ``missed_frames``: cycles
+    the server ran without a stream, filled in to keep positions on the device's clock),
     ``drift_ppm`` (input clock minus output clock, null without a separate output clock),
     ``drift_corrected_samples`` (samples repeated (+) or dropped (-) to hold latency),
     ``skipped`` (windows skipped right before this one),

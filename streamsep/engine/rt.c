@@ -12,6 +12,7 @@
  * releases the GIL around each call), so there is one implementation of each ring operation.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -221,16 +222,46 @@ static const float ZEROS[1024];
 
 /* Frames the device clock advanced beyond what the callbacks delivered: cycles the server ran
  * without us (an xrun). Without filling them in, every later position would be one period off
- * the device's timeline and the output misaligned for a whole latency. PortAudio's JACK stream
- * time is interpolated (jack_frame_time), so a callback that merely ran late also looks ahead;
- * a missed cycle is a lasting step, so the smallest deviation of 8 callbacks decides.
+ * the device's timeline and the output misaligned for a whole latency.
  *
- * The step is measured from the floor of the callbacks just before the xrun, not from the
- * first callback's time: that one is often late (a stream tends to start in a busy cycle, and
- * an xrun just before it leaves its stream time hundreds of frames ahead), and JACK's
- * interpolation wanders after every xrun while its clock filter settles. Measured against a
- * baseline that was set late, a missed cycle looked too small to count and was never filled,
- * for the rest of the stream. The baseline follows the floor both ways between xruns. */
+ * The clock, where there is one, is JACK's frame counter (jack_last_frame_time: the first frame
+ * of the current cycle, exact, the count every other client of the graph sees). PortAudio's
+ * stream time is not that: it is jack_frame_time, the frame counter interpolated through JACK's
+ * time filter, which jumps whenever the server itself is late (its timer woke late, the host
+ * stole its CPU): such a cycle reaches every client, nothing is missing, yet the interpolated
+ * time is ahead by the delay, and a gap of that size was filled in: a period or more of input
+ * lost and the output out of line for a latency, several times a minute on a busy machine.
+ * Without the frame counter (JACK1, PipeWire's libjack: their jack_last_frame_time needs the
+ * client handle, which PortAudio keeps to itself) the stream time is the clock.
+ *
+ * Either way a callback that merely ran late can look ahead, and a missed cycle is a lasting
+ * step, so the smallest deviation of 8 callbacks decides. The step is measured from the floor
+ * of the callbacks just before the xrun, not from the first callback's time: that one is often
+ * late (a stream tends to start in a busy cycle, and an xrun just before it leaves its stream
+ * time hundreds of frames ahead). Measured against a baseline that was set late, a missed cycle
+ * looked too small to count and was never filled, for the rest of the stream. The baseline
+ * follows the floor both ways between xruns. */
+typedef uint32_t (*frame_clock_fn)(const void *client);
+
+void *rt_jack_frame_clock(void)
+{
+#ifdef __APPLE__
+    const char *name = "libjack.0.dylib";
+#else
+    const char *name = "libjack.so.0";
+#endif
+    void *lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD); /* the one PortAudio loaded, if any */
+    if (lib == NULL) return NULL;
+    const char *(*version)(void) = (const char *(*)(void))dlsym(lib, "jack_get_version_string");
+    void *clock = dlsym(lib, "jack_last_frame_time");
+    /* jack2 (1.9.x) reads the counter from the server's shared memory whatever the client
+     * argument; the others dereference it. */
+    const char *v = version != NULL ? version() : NULL;
+    int jack2 = v != NULL && strncmp(v, "1.9.", 4) == 0;
+    dlclose(lib); /* PortAudio's reference keeps it loaded */
+    return jack2 ? clock : NULL;
+}
+
 #define DEVS 8
 static int64_t devs_floor(const rt_stream *s, int64_t count)
 {
@@ -244,23 +275,41 @@ static int64_t devs_floor(const rt_stream *s, int64_t count)
 static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n, int xrun)
 {
     const pa_time_info *ti = (const pa_time_info *)time_info;
-    if (!s->fill_gaps || ti == NULL || ti->current <= 0.0) return 0;
+    frame_clock_fn clock = (frame_clock_fn)s->frame_clock;
+    if (!s->fill_gaps || (clock == NULL && (ti == NULL || ti->current <= 0.0))) return 0;
     int64_t gap = 0;
+    uint32_t now = clock != NULL ? clock(NULL) : 0;
     if (s->blocks == 0) {
         /* An xrun flagged on the first callback happened before this stream's timeline began:
          * nothing of it can be missing. */
-        s->base_time = ti->current;
+        if (clock != NULL) s->clock_last = now;
+        else s->base_time = ti->current;
     } else {
-        /* Only an xrun (PortAudio flags the next callback) can skip a cycle: judge the
-         * deviations DEVS callbacks after one, so that a drifting or jumping stream time alone
-         * never counts. A second xrun before the judgement extends it and keeps the floor. */
-        if (xrun) {
-            if (s->check_in == 0) s->floor_before = devs_floor(s, min64(s->blocks, DEVS));
+        int64_t dev;
+        if (clock != NULL) {
+            s->clock_frames += (uint32_t)(now - (uint32_t)s->clock_last); /* wraps at 2^32 */
+            s->clock_last = now;
+            dev = s->clock_frames - s->frames_seen;
+        } else {
+            double d = (ti->current - s->base_time) * (double)s->sample_rate
+                       - (double)s->frames_seen;
+            dev = (int64_t)(d + (d >= 0 ? 0.5 : -0.5));
+        }
+        /* A cycle can only be skipped by an xrun: judge the deviations DEVS callbacks after
+         * one, so that a drifting or jumping stream time alone never counts. A second xrun
+         * before the judgement extends it and keeps the floor. PortAudio flags the callback
+         * after JACK's xrun notification arrived, which comes from another thread and may be
+         * callbacks late, by when the step is already in the floor "before" it and the cycle
+         * was never filled; the frame counter itself shows a skipped cycle at once, so with it
+         * the jump opens the judgement, and a flag during one no longer extends it (a second
+         * skipped cycle is a second jump once the first is judged). */
+        int64_t prior = devs_floor(s, min64(s->blocks, DEVS));
+        int judging = s->check_in > 0;
+        if (clock != NULL ? !judging && (xrun || 4 * (dev - prior) >= 3 * n) : xrun) {
+            if (!judging) s->floor_before = prior;
             s->check_in = DEVS;
         }
-        double d = (ti->current - s->base_time) * (double)s->sample_rate
-                   - (double)s->frames_seen;
-        s->devs[s->blocks % DEVS] = (int64_t)(d + (d >= 0 ? 0.5 : -0.5));
+        s->devs[s->blocks % DEVS] = dev;
         if (s->check_in > 0 && --s->check_in == 0) {
             int64_t step = devs_floor(s, DEVS) - s->floor_before;
             /* More than 2 s is a clock jump (or a stream restart), not a missed cycle. */

@@ -51,6 +51,9 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
     int64_t fill_gaps;        /* the host's stream times count frames exactly (JACK): a cycle
                                  that never reached us is filled in, keeping positions on the
                                  device's clock */
+    void *frame_clock;        /* jack_last_frame_time of jack2's libjack, or NULL (rt_jack_frame_clock) */
+    int64_t clock_last;       /* the frame clock at the previous callback (32 bits, wraps) */
+    int64_t clock_frames;     /* frames the frame clock advanced since the first callback */
     double base_time;         /* stream time (currentTime) of the first callback, seconds */
     int64_t frames_seen;      /* frames delivered or filled in since then */
     int64_t devs[8];          /* recent (stream time - frames_seen), frames */
@@ -61,6 +64,7 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
 } rt_stream;
 
 int64_t rt_now_ns(void);
+void *rt_jack_frame_clock(void);
 int64_t rt_load(const int64_t *p);
 void rt_store(int64_t *p, int64_t v);
 void rt_hist_write(rt_ring *r, const float *x, int64_t n, int64_t stride);

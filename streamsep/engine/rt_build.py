@@ -4,6 +4,7 @@ setup.py runs it at install time (``cffi_modules``, paths relative to the reposi
 ``python streamsep/engine/rt_build.py`` rebuilds the module in place.
 """
 
+import sys
 from pathlib import Path
 
 from cffi import FFI
@@ -19,6 +20,7 @@ ffibuilder.set_source(
     sources=["streamsep/engine/rt.c"],
     include_dirs=["streamsep/engine"],
     extra_compile_args=["-O2", "-std=c11"],
+    libraries=["dl"] if sys.platform.startswith("linux") else [],  # dlopen before glibc 2.34
 )
 
 if __name__ == "__main__":

@@ -168,11 +168,17 @@ class StreamState:
 
     def __init__(self, sample_rate: int, *, source: InputState | None, feeds_input: bool,
                  sink: PlayedOutput | None, in_channels: int = 1, out_channels: int = 1,
-                 fill_gaps: bool = False):
-        """``fill_gaps``: the host API's stream times count frames exactly (JACK), so a cycle
-        the server ran without this stream is detected and filled in (see rt.c)."""
+                 fill_gaps: bool = False, frame_clock: Any = "jack"):
+        """``fill_gaps``: the host API counts frames exactly (JACK), so a cycle the server ran
+        without this stream is detected and filled in (see rt.c). ``frame_clock`` is what
+        counts them: "jack" is JACK's frame counter where PortAudio's libjack is jack2's,
+        None the stream time, or a C function ``uint32_t (const void *)`` (a test's clock)."""
         self.c = ffi.new("rt_stream *")
         self.c.fill_gaps = int(fill_gaps)
+        if fill_gaps and frame_clock is not None:
+            self.c.frame_clock = (lib.rt_jack_frame_clock() if frame_clock == "jack"
+                                  else ffi.cast("void *", frame_clock))
+            self._clock = frame_clock  # a cffi callback lives as long as its object
         self.c.source = source.c if source is not None else ffi.NULL
         self.c.sink = sink.c if sink is not None else ffi.NULL
         self.c.feeds_input = int(feeds_input)
@@ -191,6 +197,13 @@ class StreamState:
     def xruns(self) -> dict[str, int]:
         return {"events": self._get("xrun_events"), **{f: self._get(f) for f in XRUN_FLAGS},
                 "missed_cycles": self._get("gap_events"), "missed_frames": self._get("gap_frames")}
+
+    @property
+    def clock(self) -> str | None:
+        """What missed cycles are measured with: "jack frames", "stream time", or None."""
+        if not self.c.fill_gaps:
+            return None
+        return "jack frames" if self.c.frame_clock != ffi.NULL else "stream time"
 
     @property
     def blocks(self) -> int:
