@@ -26,6 +26,10 @@ streamsep with SIGTERM after ``--duration`` seconds and reports:
   e.g. music-only passages under a speech prompt, are counted apart). A JACK xrun (a skipped
   cycle) typically shifts the output by one period for one latency's time.
 
+``--server-pauses N`` stops jackd (SIGSTOP, then SIGCONT 3 to 40 ms later) N times a minute at
+random moments: the server is late, as when the host steals its CPU or its timer wakes late,
+but every client still gets every cycle, so nothing may be filled in or shifted.
+
 Prints a table and writes everything to ``--json PATH``. Exit status 0 unless a run failed to
 start; the numbers are the result.
 """
@@ -34,8 +38,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,15 +56,47 @@ import rth  # noqa: E402
 LOW_LATENCY = ["--window", "4", "--hop", "0.5", "--lookahead", "0.25", "--crossfade", "0.1"]
 
 
+class ServerPauser(threading.Thread):
+    """Stops the JACK server for 3 to 40 ms, ``per_minute`` times a minute at random moments."""
+
+    def __init__(self, pid: int, per_minute: float, seed: int = 1):
+        super().__init__(daemon=True)
+        self.pid, self.per_minute, self.rnd = pid, per_minute, random.Random(seed)
+        self.pauses_ms: list[float] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        mean_gap = 60.0 / self.per_minute
+        while not self.halt.wait(self.rnd.uniform(0.4, 1.6) * mean_gap):
+            ms = self.rnd.uniform(3.0, 40.0)
+            os.kill(self.pid, signal.SIGSTOP)
+            try:
+                time.sleep(ms / 1000)
+            finally:
+                os.kill(self.pid, signal.SIGCONT)
+            self.pauses_ms.append(round(ms, 1))
+
+    def stop(self) -> list[float]:
+        self.halt.set()
+        self.join()
+        return self.pauses_ms
+
+
 def measure(*, repo: str | None, streamsep: str | None, model: str, prompt: str,
             knobs: list[str], duration: float, load: int, residual: bool, play: str | None,
-            gen: str | None, workdir: Path) -> dict[str, Any]:
+            gen: str | None, workdir: Path, server_pauses: float = 0.0) -> dict[str, Any]:
     t0 = time.monotonic()
     steal0 = rth.steal_seconds()
     with rth.live_session(workdir, duration=duration, model=model, prompt=prompt, knobs=knobs,
                           residual=residual, play=play, gen=gen, load=load, repo=repo,
                           streamsep=streamsep) as s:
-        summary = s.harness.wait(timeout=duration + 60)
+        pauser = ServerPauser(s.jack.proc.pid, server_pauses) if server_pauses > 0 else None
+        if pauser is not None:
+            pauser.start()
+        try:
+            summary = s.harness.wait(timeout=duration + 60)
+        finally:
+            pauses = pauser.stop() if pauser is not None else []
         if summary.get("error"):
             raise rth.HarnessError(f"the harness stopped after {summary['frames_recorded']} "
                                    f"frames: {summary['error']} (jackd log {s.jack.log})")
@@ -96,6 +136,7 @@ def measure(*, repo: str | None, streamsep: str | None, model: str, prompt: str,
     out = {
         "repo": repo or str(ROOT), "command": command, "model": model, "knobs": knobs,
         "duration_s": duration, "load": load, "wall_s": round(time.monotonic() - t0, 1),
+        "server_pauses_ms": pauses,
         "steal_s": None if steal0 is None or steal1 is None else round(steal1 - steal0, 2),
         "jack": {
             "client": client,
@@ -199,6 +240,11 @@ def _ctr(r: dict[str, Any], key: str) -> float:
     return r["streamsep"]["counters"].get(key, 0)
 
 
+def _filled(r: dict[str, Any]) -> str:
+    f = r["streamsep"]["xrun_flags"]
+    return f"{f.get('missed_cycles')} ({f.get('missed_frames')})"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     def wrong(r):
         w = r["wrong"]
@@ -215,6 +261,9 @@ def table(results: list[dict[str, Any]]) -> str:
         ("model / load", lambda r: f"{r['model']} / {r['load']} busy"),
         ("duration s", lambda r: f"{r['duration_s']:g}"),
         ("CPU stolen by the host s", lambda r: r.get("steal_s")),
+        ("server paused (times, ms)", lambda r: f"{len(r.get('server_pauses_ms') or [])}, "
+                                                f"{sum(r.get('server_pauses_ms') or []):.0f}"),
+        ("filled-in cycles (frames)", _filled),
         ("JACK xruns (skipped cycles)", lambda r: r["jack"]["xrun_events"]),
         ("  with streamsep late", lambda r: r["jack"]["xruns_streamsep"]),
         ("  harness alone / driver timer", lambda r: f"{r['jack']['xruns_harness_only']} / "
@@ -260,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", action="store_true",
                     help="also run the harness alone (output looped to its input) under the "
                          "same load: the machine's own xrun floor")
+    ap.add_argument("--server-pauses", type=float, default=0.0, metavar="N",
+                    help="stop jackd for 3-40 ms N times a minute (a late server: nothing is "
+                         "missed)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--workdir", default=None, help="keep recordings and logs here")
     args, unknown = ap.parse_known_args(argv)
@@ -275,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(repo=repo, streamsep=args.streamsep, model=args.model,
                         prompt=args.prompt, knobs=knobs, duration=args.duration, load=args.load,
                         residual=args.residual, play=None if args.gen else args.play,
-                        gen=args.gen, workdir=wd)
+                        gen=args.gen, workdir=wd, server_pauses=args.server_pauses)
         except rth.HarnessError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
