@@ -312,8 +312,9 @@ def test_virtual_mic_carries_the_input_at_the_reported_latency(pipewire, tmp_pat
         # The reported latency give or take a few quanta: PortAudio's ALSA view of the two
         # PulseAudio-protocol streams is not what they buffer, and what they buffer differs
         # from one start to the next. Measured over 11 runs on a 2-core VM: -3088 to +2560
-        # samples against the reported latency (-64 to +53 ms), most often -1024.
-        assert internal - QUANTUM <= delay <= reported + 4 * QUANTUM, (delay, internal,
+        # samples against the reported latency (-64 to +53 ms), most often -1024; +6144
+        # (+128 ms) once, with the whole suite and a training run on the two cores.
+        assert internal - QUANTUM <= delay <= reported + 8 * QUANTUM, (delay, internal,
                                                                        reported)
     assert _ours() == [], _ours()
 
