@@ -172,17 +172,19 @@ class _FrameCounter:
         self.fn = ffi.callback("uint32_t(*)(const void *)", lambda _client: self.frame & 0xFFFFFFFF)
 
 
-def _run_counted(frame_clock, counter, k_all, skipped, frame_of, time_of, flag_at):
+def _run_counted(counter, k_all, skipped, frame_of, time_of, flag_at):
+    """``k_all`` callbacks of one duplex stream; ``counter`` None measures on the stream time."""
     eng = _engine("dry")
     sink = eng.add_playback("target")
     st = eng.stream_state(sink, feeds_input=True, fill_gaps=True,
-                          frame_clock=None if frame_clock is None else counter.fn)
+                          frame_clock=None if counter is None else counter.fn)
     x = np.random.default_rng(7).standard_normal(256 * k_all).astype(np.float32)
     played = np.full(len(x), np.nan, np.float32)
     for k in range(k_all):
         if k in skipped:
             continue
-        counter.frame = frame_of(k)
+        if counter is not None:
+            counter.frame = frame_of(k)
         out = np.zeros(256, np.float32)
         _timed_call(st, x[256 * k : 256 * (k + 1)].copy(), out, time_of(k),
                     PA_OUTPUT_UNDERFLOW if k in flag_at else 0)
@@ -200,12 +202,12 @@ def test_with_jacks_frame_counter_a_late_server_is_not_a_missed_cycle():
     and the output out of line for a latency. The frame counter says nothing is missing."""
     counter = _FrameCounter()
     late = lambda k: 1.0 + (256 * k + (700 if k >= 200 else 0)) / SR  # noqa: E731
-    st, eng, played, ref = _run_counted(counter.fn, counter, 400, (), lambda k: 4096 + 256 * k,
+    st, eng, played, ref = _run_counted(counter, 400, (), lambda k: 4096 + 256 * k,
                                         late, {201})
     assert st.xruns()["missed_cycles"] == 0 and st.xruns()["events"] == 1
     lat = eng.latency_samples
     np.testing.assert_array_equal(played[lat:], ref[lat:])  # every sample, no block lost
-    st_time, *_ = _run_counted(None, counter, 400, (), lambda k: 4096 + 256 * k, late, {201})
+    st_time, *_ = _run_counted(None, 400, (), lambda k: 4096 + 256 * k, late, {201})
     assert st_time.xruns()["missed_cycles"] == 1  # what the stream time alone made of it
 
 
@@ -222,7 +224,7 @@ def test_with_jacks_frame_counter_a_missed_cycle_is_filled_though_its_flag_comes
     def frame(k):
         return base + 256 * k + (256 if k in ahead else 0)
 
-    st, eng, played, ref = _run_counted(counter.fn, counter, 400, {200}, frame,
+    st, eng, played, ref = _run_counted(counter, 400, {200}, frame,
                                         lambda k: 1.0 + 256 * k / SR, {211})
     assert st.xruns()["missed_cycles"] == 1 and st.xruns()["missed_frames"] == 256
     assert eng.input.write_pos == 256 * 400  # the input ring kept the device's timeline
@@ -232,7 +234,7 @@ def test_with_jacks_frame_counter_a_missed_cycle_is_filled_though_its_flag_comes
     for lo in (256 * 200, 256 * 200 + lat):  # the gap, until it was detected, in and out
         ok[lo : lo + 256 * 10] = False
     np.testing.assert_array_equal(played[ok], ref[ok])
-    st_time, *_ = _run_counted(None, counter, 400, {200}, frame,
+    st_time, *_ = _run_counted(None, 400, {200}, frame,
                                lambda k: 1.0 + 256 * k / SR, {211})
     assert st_time.xruns()["missed_cycles"] == 0  # the stream time judged too late: unfilled
 

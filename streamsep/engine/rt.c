@@ -303,8 +303,10 @@ static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n, int
          * was never filled; the frame counter itself shows a skipped cycle at once, so with it
          * the jump opens the judgement, and a flag during one no longer extends it (a second
          * skipped cycle is a second jump once the first is judged). */
-        int64_t prior = devs_floor(s, min64(s->blocks, DEVS));
         int judging = s->check_in > 0;
+        /* the floor before this callback: only needed where a judgement may open here */
+        int64_t prior = !judging && (clock != NULL || xrun)
+                            ? devs_floor(s, min64(s->blocks, DEVS)) : 0;
         if (clock != NULL ? !judging && (xrun || 4 * (dev - prior) >= 3 * n) : xrun) {
             if (!judging) s->floor_before = prior;
             s->check_in = DEVS;

@@ -48,15 +48,15 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
     int64_t output_overflow;
     int64_t max_callback_ns;
     int64_t heartbeat_ns;     /* end of the newest callback: a watchdog sees a dead device */
-    int64_t fill_gaps;        /* the host's stream times count frames exactly (JACK): a cycle
-                                 that never reached us is filled in, keeping positions on the
-                                 device's clock */
+    int64_t fill_gaps;        /* the host counts frames exactly (JACK): a cycle that never
+                                 reached us is filled in, keeping positions on the device's
+                                 clock (measured on frame_clock, else on the stream time) */
     void *frame_clock;        /* jack_last_frame_time of jack2's libjack, or NULL (rt_jack_frame_clock) */
     int64_t clock_last;       /* the frame clock at the previous callback (32 bits, wraps) */
     int64_t clock_frames;     /* frames the frame clock advanced since the first callback */
     double base_time;         /* stream time (currentTime) of the first callback, seconds */
     int64_t frames_seen;      /* frames delivered or filled in since then */
-    int64_t devs[8];          /* recent (stream time - frames_seen), frames */
+    int64_t devs[8];          /* recent (frame clock or stream time - frames_seen), frames */
     int64_t check_in;         /* callbacks until the deviations are judged (after an xrun) */
     int64_t floor_before;     /* the deviations' floor over the callbacks before that xrun */
     int64_t gap_events;       /* callbacks that found frames missing before them */

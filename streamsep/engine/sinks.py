@@ -176,9 +176,11 @@ class StreamState:
         self.c = ffi.new("rt_stream *")
         self.c.fill_gaps = int(fill_gaps)
         if fill_gaps and frame_clock is not None:
-            self.c.frame_clock = (lib.rt_jack_frame_clock() if frame_clock == "jack"
-                                  else ffi.cast("void *", frame_clock))
-            self._clock = frame_clock  # a cffi callback lives as long as its object
+            if frame_clock == "jack":
+                self.c.frame_clock = lib.rt_jack_frame_clock()
+            else:
+                self.c.frame_clock = ffi.cast("void *", frame_clock)
+                self._clock = frame_clock  # a cffi callback lives as long as its object
         self.c.source = source.c if source is not None else ffi.NULL
         self.c.sink = sink.c if sink is not None else ffi.NULL
         self.c.feeds_input = int(feeds_input)
