@@ -3,6 +3,8 @@
 * test_harness_loopback_bit_exact (a few seconds): builds the harness, wires its output to its own
   input on a private JACK dummy server and checks that it records what it played bit for bit,
   marker aligned, and that the played signal is rebuilt exactly from its dumps.
+* test_harness_timeline_survives_late_reads_and_skipped_cycles: the harness's placement of
+  each cycle on the device's timeline, replayed from a list of frame reads without JACK.
 * test_soak_ci (slow, ~2.5 min): ``tools/soak.py --duration 120``: the embedded model, default
   knobs, fed model/demo.wav by the harness on CI's JACK server: constant latency equal to the
   reported one, no RSS growth after the warm-up, no lasting lost or repeated samples, and a
@@ -93,6 +95,43 @@ def test_harness_loopback_bit_exact(jack, tmp_path):
     else:  # a cycle JACK skipped is recorded as zeros, and nothing else differs
         assert ex["wrong_blocks"] <= 2 * s["gap_cycles"], (ex, s)
     np.testing.assert_array_equal(rec[: a["lag"]], 0)
+
+
+def test_harness_timeline_survives_late_reads_and_skipped_cycles(harness_bin, tmp_path):
+    """The harness's own timeline, replayed without JACK (--replay: the first frame each cycle
+    read). A callback that ran after the next cycle began reads that cycle's frame, as if a
+    cycle had been skipped; taken at its word, that moved the harness's timeline a period ahead
+    for good, and everything in flight through the device under test came back a period off for
+    a whole latency. Here callbacks 50, 200 and 201 read ahead, cycle 120 is really skipped, and
+    the counter wraps at 2^32: the recording (the harness's own output looped back) must equal
+    what was played at every frame, hold zeros only for the skipped cycle, and the played signal
+    as rth rebuilds it must match, content offsets included."""
+    base, n = 2**32 - 256 * 100, 256
+    ahead, skipped = {50, 200, 201}, {120}
+    frames = [(base + n * k + (n if k in ahead else 0)) % 2**32
+              for k in range(400) if k not in skipped]
+    (tmp_path / "frames.txt").write_text("\n".join(map(str, frames)))
+    wd = tmp_path
+    r = subprocess.run([str(harness_bin), "--replay", str(wd / "frames.txt"), "-g", "noise:0.1",
+                        "-d", repr(399 * n / 48000), "-r", str(wd / "record.f32"),
+                        "--played", str(wd / "played.f32"), "--dump-source",
+                        str(wd / "source.f32"), "--dump-marker", str(wd / "marker.f32"),
+                        "--marker-period", "0.25", "-j", str(wd / "summary.json")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((wd / "summary.json").read_text())
+    assert (s["gap_cycles"], s["gap_frames"], s["late_reads"]) == (1, n, 2), s
+    assert s["frames_recorded"] == s["total_frames"] == 399 * n
+    # played a period ahead in the late cycles, back in line at once after each
+    assert s["content_offsets"] == [[50 * n, n], [51 * n, 0], [200 * n, n], [202 * n, 0]]
+    rec = np.fromfile(wd / "record.f32", np.float32)
+    played = np.fromfile(wd / "played.f32", np.float32)
+    hole = np.zeros(len(rec), bool)
+    hole[120 * n : 121 * n] = True
+    np.testing.assert_array_equal(rec, played)
+    assert not rec[hole].any() and rec[~hole].any()
+    sig = rth.PlayedSignal.from_dumps(wd, s)
+    np.testing.assert_array_equal(sig.get(0, len(rec))[~hole], played[~hole])
 
 
 @pytest.mark.slow

@@ -252,7 +252,7 @@ def run(args: argparse.Namespace, knobs: list[str]) -> dict[str, Any]:
                   "streamsep_reported": own_xruns, "streamsep_flags": final.get("xruns")},
         "counters": counters,
         "harness": {k: summary[k] for k in ("realtime", "frames_played", "frames_recorded",
-                                            "gap_cycles", "gap_frames", "late_cycles",
+                                            "gap_cycles", "gap_frames", "late_reads", "late_cycles",
                                             "overrun_cycles", "ring_overflows",
                                             "max_callback_us", "start_frame", "rc")},
         "alignment": checks,

@@ -4,10 +4,13 @@ wire `streamsep run` into the harness, rebuild the played signal and check recor
 Used by tools/xrun_bench.py, tools/soak.py and tests/test_soak.py. Import it with
 ``sys.path.insert(0, "tools/rtharness")``; it needs numpy and nothing from streamsep.
 
-Timeline conventions (see rtharness.c): played sample p is ``src[p % L] + marker[p % P]`` (the
-marker only for ``p % P < M``), and recording frame p was captured in the same JACK cycle as
-played sample p. A device under test with a constant delay D puts played sample p at recording
-frame p + D; a lost or repeated sample changes D from then on.
+Timeline conventions (see rtharness.c): signal sample p is ``src[p % L] + marker[p % P]`` (the
+marker only for ``p % P < M``), recording frame p was captured in the JACK cycle whose first
+frame is the start frame + p, and in that cycle the harness played signal sample p, or p + d
+where the summary's ``content_offsets`` say so (a callback that read the next cycle's frame
+played a period ahead). ``PlayedSignal.get`` gives what was played, offsets applied. A device
+under test with a constant delay D puts what was played at frame p at recording frame p + D; a
+lost or repeated sample changes D from then on.
 """
 
 from __future__ import annotations
@@ -300,16 +303,23 @@ class PlayedSignal:
     marker: np.ndarray
     period: int
     loop: bool = True
+    #: (k, 2) rows [frame, d]: from that frame on, signal sample frame + d was played
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @classmethod
     def from_dumps(cls, workdir: Path, summary: dict[str, Any]) -> PlayedSignal:
         src = np.fromfile(workdir / "source.f32", dtype=np.float32)
         marker = np.fromfile(workdir / "marker.f32", dtype=np.float32)
-        return cls(src, marker, int(summary["marker"]["period"]), bool(summary["source"]["loop"]))
+        offsets = np.array(summary.get("content_offsets", []), np.int64).reshape(-1, 2)
+        return cls(src, marker, int(summary["marker"]["period"]), bool(summary["source"]["loop"]),
+                   offsets)
 
     def get(self, start: int, n: int) -> np.ndarray:
-        """Played samples [start, start + n); zeros before 0."""
+        """What was played at frames [start, start + n); zeros before 0."""
         p = np.arange(start, start + n, dtype=np.int64)
+        if len(self.offsets):
+            k = np.searchsorted(self.offsets[:, 0], p, side="right") - 1
+            p = p + np.where(k >= 0, self.offsets[np.maximum(k, 0), 1], 0)
         out = np.zeros(n, np.float32)
         ok = p >= 0
         if len(self.src):

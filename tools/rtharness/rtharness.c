@@ -6,12 +6,26 @@
  * connects itself to the ports named on the command line, runs for --duration seconds and writes
  * a JSON summary (frames, its own missed/late cycles, the server's xruns, the start frame time).
  *
- * Timeline: sample p of the played signal goes out in the cycle whose first frame time is
- * start_frame + p (p counts JACK frames, not callbacks: if a cycle is skipped the signal skips
- * ahead with the clock), and recording frame p is the input of that same cycle. A cycle this
- * client was not run in is written to the recording as zeros and counted (gap_cycles,
- * gap_frames), so the recording always stays sample-aligned with the played timeline: any shift
- * of the markers in the recording is the device under test losing or repeating samples.
+ * Timeline: recording frame p is the input of the cycle whose first frame is start_frame + p
+ * (p counts JACK frames, not callbacks), and sample p of the played signal goes out in it. A
+ * cycle this client was not run in is written to the recording as zeros and counted
+ * (gap_cycles, gap_frames), so the recording always stays sample-aligned with the device's
+ * timeline: any shift of the markers in the recording is the device under test losing or
+ * repeating samples.
+ *
+ * The frame a callback reads is not always its own cycle's: jack2's jack_get_cycle_times reads
+ * the server's shared timer, and a callback that runs after the next cycle began (a late
+ * upstream client, a preempted thread) reads that cycle's first frame, exactly as if a cycle had
+ * been skipped; the callback after it then reads its own frame again, one period "back". Taken
+ * at its word, such a read moved the whole timeline a period ahead for good, and every sample
+ * already in flight through the device under test came back a period off: a stretch as long as
+ * the device's latency that looked misaligned, then came back into line. The callback cannot
+ * tell the two apart when it must play, so it plays by its best guess (pos: ahead after a jump,
+ * back again when the next read shows it was a late one, counted as late_reads), and the writer
+ * places each block by the frames read over the next LOOKAHEAD callbacks: a cycle's first frame
+ * is at most what any later callback read, less the periods between them. Where the content
+ * played differs from the timeline (a late read played a period ahead), content_offsets says
+ * so: [p, d] means that from recording frame p on, sample p + d of the signal was played.
  *
  * Summary counters: gap_cycles are cycles the server did not run this client in (JACK skips a
  * whole cycle for every client when any client was late: an xrun, usually not ours);
@@ -81,6 +95,8 @@ static double opt_wait_ports = 10.0;
 static double opt_ring_s = 20.0;
 static int opt_force_rate = 0;
 static int opt_stall_from_connect = 0;
+static const char *opt_replay = NULL;
+static int opt_replay_period = 256;
 static int n_stall = 0;
 static int64_t stall_cycle[MAX_STALL];   /* cycles after the reference */
 static double stall_ms[MAX_STALL];
@@ -116,8 +132,7 @@ static jack_time_t start_usecs;
 static jack_nframes_t prev_frame;
 static int have_prev = 0;
 static atomic_uint_fast64_t cycles = 0;
-static atomic_uint_fast64_t gap_cycles = 0;   /* our process was not called for >= 1 cycle */
-static atomic_uint_fast64_t gap_frames = 0;
+static atomic_uint_fast64_t late_reads = 0;   /* a read of the next cycle's frame, seen after */
 static atomic_uint_fast64_t late_cycles = 0;  /* our callback ended after the cycle's deadline */
 static atomic_uint_fast64_t overrun_cycles = 0; /* our callback itself took longer than a period */
 static atomic_uint_fast64_t max_callback_ns = 0;
@@ -138,9 +153,9 @@ static int stall_done[MAX_STALL];
 
 /* ---------------------------------------------------------------- SPSC ring (bytes) */
 typedef struct {
-  uint64_t pos;  /* timeline position of the block's first frame */
-  uint32_t n;    /* frames */
-  uint32_t pad;
+  uint64_t pos;   /* played-signal position of the block's first frame (the callback's guess) */
+  uint32_t n;     /* frames */
+  uint32_t frame; /* the first frame of the cycle as the callback read it */
 } block_hdr;
 
 static uint8_t *ring;
@@ -229,30 +244,19 @@ static void stall_check(jack_nframes_t f0, jack_nframes_t n) {
 }
 
 /* ---------------------------------------------------------------- JACK callbacks */
-static int process(jack_nframes_t n, void *arg) {
-  (void)arg;
-  uint64_t t0 = now_ns();
-  jack_nframes_t f0;
-  jack_time_t cur_us, next_us;
-  float period_us;
-  if (jack_get_cycle_times(client, &f0, &cur_us, &next_us, &period_us) != 0) {
-    f0 = jack_last_frame_time(client);
-    cur_us = jack_get_time();
-    next_us = cur_us + (jack_time_t)(1e6 * n / sample_rate);
-  }
-  float *out = jack_port_get_buffer(out_port, n);
-  const float *in[2] = {NULL, NULL};
-  for (int c = 0; c < opt_inputs; c++) in[c] = jack_port_get_buffer(in_ports[c], n);
+/* One cycle whose first frame read f0: play, and queue the inputs and what was played. */
+static void cycle(jack_nframes_t f0, jack_time_t cur_us, jack_nframes_t n,
+                  const float *const *in, float *out) {
   atomic_fetch_add_explicit(&cycles, 1, memory_order_relaxed);
 
   jack_nframes_t step = 0;
   if (have_prev) {
     jack_nframes_t expect = prev_frame;
     step = f0 - expect; /* uint32 arithmetic: wrap-safe */
-    if (step != 0 && step < 0x80000000u) {
-      atomic_fetch_add_explicit(&gap_cycles, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&gap_frames, step, memory_order_relaxed);
-    } else {
+    if (step >= 0x80000000u) { /* back: the reads before this one were ahead */
+      uint64_t back = (uint64_t)(uint32_t)(0u - step);
+      atomic_fetch_add_explicit(&late_reads, 1, memory_order_relaxed);
+      pos = back < pos ? pos - back : 0;
       step = 0;
     }
   }
@@ -262,7 +266,7 @@ static int process(jack_nframes_t n, void *arg) {
   if (!atomic_load_explicit(&started, memory_order_relaxed)) {
     if (!atomic_load_explicit(&go, memory_order_acquire)) {
       memset(out, 0, sizeof(float) * n);
-      goto timing;
+      return;
     }
     start_frame = f0;
     start_usecs = cur_us;
@@ -274,7 +278,7 @@ static int process(jack_nframes_t n, void *arg) {
   if (pos >= total_frames) {
     memset(out, 0, sizeof(float) * n);
     atomic_store_explicit(&done, 1, memory_order_release);
-    goto timing;
+    return;
   }
   for (jack_nframes_t i = 0; i < n; i++) out[i] = play_sample(pos + i);
 
@@ -285,7 +289,7 @@ static int process(jack_nframes_t n, void *arg) {
   if (ring_cap - (head - tail) < need) {
     atomic_fetch_add_explicit(&ring_overflows, 1, memory_order_relaxed);
   } else {
-    block_hdr h = {pos, n, 0};
+    block_hdr h = {pos, n, f0};
     ring_put(head, &h, sizeof h);
     size_t at = head + sizeof h;
     float frame[MAX_CH];
@@ -304,8 +308,23 @@ static int process(jack_nframes_t n, void *arg) {
   atomic_fetch_add_explicit(&frames_played, n, memory_order_relaxed);
   atomic_store_explicit(&pos_now, pos, memory_order_relaxed);
   if (pos >= total_frames) atomic_store_explicit(&done, 1, memory_order_release);
+}
 
-timing:;
+static int process(jack_nframes_t n, void *arg) {
+  (void)arg;
+  uint64_t t0 = now_ns();
+  jack_nframes_t f0;
+  jack_time_t cur_us, next_us;
+  float period_us;
+  if (jack_get_cycle_times(client, &f0, &cur_us, &next_us, &period_us) != 0) {
+    f0 = jack_last_frame_time(client);
+    cur_us = jack_get_time();
+    next_us = cur_us + (jack_time_t)(1e6 * n / sample_rate);
+  }
+  float *out = jack_port_get_buffer(out_port, n);
+  const float *in[2] = {NULL, NULL};
+  for (int c = 0; c < opt_inputs; c++) in[c] = jack_port_get_buffer(in_ports[c], n);
+  cycle(f0, cur_us, n, in, out);
   uint64_t dt = now_ns() - t0;
   amax_u64(&max_callback_ns, dt);
   if (dt * (uint64_t)sample_rate > (uint64_t)n * 1000000000ull)
@@ -368,16 +387,95 @@ static void write_frames(const float *buf, uint64_t n) {
   }
 }
 
+/* Placement (see the top): blocks wait in a queue of LOOKAHEAD until the frames read after them
+ * bound their cycle's first frame. */
+#define LOOKAHEAD 16
+#define MAX_OFFSET_LOG 4096
+typedef struct {
+  block_hdr h;
+  int64_t u; /* the frame read, unwrapped, relative to the first block's */
+  float *data;
+  size_t cap;
+} queued;
+static queued q[LOOKAHEAD];
+static int q_head = 0, q_len = 0;
+static int64_t last_u = 0;
+static uint32_t last_frame = 0;
+static int have_block = 0, have_origin = 0;
+static int64_t origin = 0;      /* the first block's cycle, in unwrapped frames */
+static int64_t next_t = 0;      /* the recording frame after the last block placed */
+static int64_t last_offset = 0; /* played position - recording position, last block */
+static uint64_t gap_cycles = 0, gap_frames = 0; /* holes in the recording: cycles we missed */
+static int64_t offset_log[MAX_OFFSET_LOG][2];
+static int n_offset_log = 0, offset_log_full = 0;
+static float zeros[4096 * MAX_CH];
+
+static void write_zeros(uint64_t k) {
+  while (k > 0 && frames_recorded < total_frames) {
+    uint64_t m = k > 4096 ? 4096 : k;
+    if (frames_recorded + m > total_frames) m = total_frames - frames_recorded;
+    write_frames(zeros, m);
+    frames_recorded += m;
+    zero_filled += m;
+    k -= m;
+  }
+}
+
+static void place_oldest(void) {
+  queued *b = &q[q_head];
+  int64_t f = b->u, ahead = 0;
+  for (int i = 0; i < q_len; i++) {
+    const queued *c = &q[(q_head + i) % LOOKAHEAD];
+    if (c->u - ahead < f) f = c->u - ahead;
+    ahead += c->h.n;
+  }
+  if (!have_origin) {
+    origin = f;
+    have_origin = 1;
+  }
+  int64_t t = f - origin;
+  if (t < next_t) t = next_t; /* never before the block placed last: cycles only move on */
+  if (t > next_t) {
+    gap_cycles++;
+    gap_frames += (uint64_t)(t - next_t);
+    write_zeros((uint64_t)(t - next_t));
+  }
+  int64_t offset = (int64_t)b->h.pos - t;
+  if (offset != last_offset) {
+    if (n_offset_log < MAX_OFFSET_LOG) {
+      offset_log[n_offset_log][0] = t;
+      offset_log[n_offset_log][1] = offset;
+      n_offset_log++;
+    } else {
+      offset_log_full = 1;
+    }
+    last_offset = offset;
+  }
+  uint64_t n = b->h.n;
+  if ((uint64_t)t + n > total_frames) n = total_frames > (uint64_t)t ? total_frames - (uint64_t)t : 0;
+  if (n) {
+    write_frames(b->data, n);
+    frames_recorded += n;
+  }
+  next_t = t + b->h.n;
+  q_head = (q_head + 1) % LOOKAHEAD;
+  q_len--;
+}
+
 static void *writer(void *arg) {
   (void)arg;
-  float *blk = NULL;
-  size_t blk_cap = 0;
-  static float zeros[4096 * MAX_CH];
   for (;;) {
     size_t head = atomic_load_explicit(&ring_head, memory_order_acquire);
     size_t tail = atomic_load_explicit(&ring_tail, memory_order_relaxed);
     if (head == tail) {
-      if (atomic_load(&writer_quit)) break;
+      if (atomic_load(&writer_quit)) {
+        while (q_len) place_oldest();
+        /* the played position reached the end while the last blocks' places lag it (a late
+         * read still ahead): the rest of the timeline went by unrecorded */
+        if (atomic_load(&done) && have_origin && frames_recorded < total_frames)
+          write_zeros(total_frames - frames_recorded);
+        break;
+      }
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_nsec += 50 * 1000000;
@@ -388,33 +486,25 @@ static void *writer(void *arg) {
       sem_timedwait(&ring_sem, &ts);
       continue;
     }
-    block_hdr h;
-    ring_get(tail, &h, sizeof h);
-    size_t bytes = sizeof(float) * (size_t)h.n * (size_t)nch;
-    if (bytes > blk_cap) {
-      free(blk);
-      blk = malloc(bytes);
-      blk_cap = bytes;
+    if (q_len == LOOKAHEAD) place_oldest();
+    queued *b = &q[(q_head + q_len) % LOOKAHEAD];
+    ring_get(tail, &b->h, sizeof b->h);
+    size_t bytes = sizeof(float) * (size_t)b->h.n * (size_t)nch;
+    if (bytes > b->cap) {
+      free(b->data);
+      b->data = malloc(bytes);
+      b->cap = bytes;
     }
-    ring_get(tail + sizeof h, blk, bytes);
-    atomic_store_explicit(&ring_tail, tail + sizeof h + bytes, memory_order_release);
-    /* a cycle we missed (or a ring overflow) leaves a hole: keep the timeline with zeros */
-    while (frames_recorded < h.pos && frames_recorded < total_frames) {
-      uint64_t k = h.pos - frames_recorded;
-      if (k > 4096) k = 4096;
-      if (frames_recorded + k > total_frames) k = total_frames - frames_recorded;
-      write_frames(zeros, k);
-      frames_recorded += k;
-      zero_filled += k;
-    }
-    uint64_t n = h.n;
-    if (h.pos + n > total_frames) n = total_frames > h.pos ? total_frames - h.pos : 0;
-    if (h.pos >= frames_recorded && n) {
-      write_frames(blk, n);
-      frames_recorded += n;
-    }
+    ring_get(tail + sizeof b->h, b->data, bytes);
+    atomic_store_explicit(&ring_tail, tail + sizeof b->h + bytes, memory_order_release);
+    /* unwrapped: a read one period back is a small negative step, not a 2^32 jump */
+    last_u = have_block ? last_u + (int32_t)(b->h.frame - last_frame) : 0;
+    last_frame = b->h.frame;
+    have_block = 1;
+    b->u = last_u;
+    q_len++;
   }
-  free(blk);
+  for (int i = 0; i < LOOKAHEAD; i++) free(q[i].data);
   return NULL;
 }
 
@@ -632,12 +722,110 @@ static void usage(void) {
     "                           the server skips a cycle for every client (repeatable)\n"
     "      --stall-from start|connect  the reference: our start (default), or the first cycle\n"
     "                           in which a client is connected to NAME:out\n"
+    "      --replay FILE        no JACK: run one cycle per line of FILE, each line the first\n"
+    "                           frame that cycle read (decimal), input = what it played, at\n"
+    "                           48 kHz (tests the timeline and the placement exactly)\n"
+    "      --replay-period N    frames per replayed cycle (256)\n"
     "  -j, --json FILE          summary JSON (default stdout)\n");
+}
+
+static void write_summary(const char *me, jack_nframes_t bufsize, int realtime,
+                          float max_delayed, int stopped_early, int rc) {
+  FILE *jf = opt_json ? fopen(opt_json, "w") : stdout;
+  if (!jf) {
+    fprintf(stderr, "rtharness: cannot write %s\n", opt_json);
+    jf = stdout;
+  }
+  uint64_t nx = atomic_load(&server_xruns);
+  fprintf(jf, "{\n  \"client\": ");
+  json_str(jf, me);
+  fprintf(jf, ",\n  \"sample_rate\": %u,\n  \"buffer_size\": %u,\n  \"realtime\": %s,\n",
+          sample_rate, bufsize, realtime ? "true" : "false");
+  fprintf(jf, "  \"duration_s\": %.6f,\n  \"total_frames\": %" PRIu64 ",\n", opt_duration, total_frames);
+  fprintf(jf, "  \"frames_played\": %" PRIu64 ",\n  \"frames_recorded\": %" PRIu64 ",\n",
+          (uint64_t)atomic_load(&frames_played), frames_recorded);
+  fprintf(jf, "  \"inputs\": %d,\n  \"started\": %s,\n  \"start_frame\": %u,\n  \"start_usecs\": %" PRIu64 ",\n",
+          opt_inputs, atomic_load(&started) ? "true" : "false", start_frame, (uint64_t)start_usecs);
+  fprintf(jf, "  \"cycles\": %" PRIu64 ",\n  \"gap_cycles\": %" PRIu64 ",\n  \"gap_frames\": %" PRIu64 ",\n",
+          (uint64_t)atomic_load(&cycles), gap_cycles, gap_frames);
+  fprintf(jf, "  \"late_reads\": %" PRIu64 ",\n  \"content_offsets_complete\": %s,\n  \"content_offsets\": [",
+          (uint64_t)atomic_load(&late_reads), offset_log_full ? "false" : "true");
+  for (int i = 0; i < n_offset_log; i++)
+    fprintf(jf, "%s[%" PRId64 ", %" PRId64 "]", i ? ", " : "", offset_log[i][0], offset_log[i][1]);
+  fprintf(jf, "],\n");
+  fprintf(jf, "  \"late_cycles\": %" PRIu64 ",\n  \"max_callback_us\": %.1f,\n",
+          (uint64_t)atomic_load(&late_cycles), atomic_load(&max_callback_ns) / 1000.0);
+  fprintf(jf, "  \"ring_overflows\": %" PRIu64 ",\n  \"zero_filled_frames\": %" PRIu64 ",\n  \"write_errors\": %" PRIu64 ",\n",
+          (uint64_t)atomic_load(&ring_overflows), zero_filled, write_errors);
+  fprintf(jf, "  \"overrun_cycles\": %" PRIu64 ",\n", (uint64_t)atomic_load(&overrun_cycles));
+  fprintf(jf, "  \"own_xruns\": %" PRIu64 ",\n",
+          (uint64_t)(atomic_load(&overrun_cycles) + atomic_load(&ring_overflows)));
+  fprintf(jf, "  \"server_xruns\": %" PRIu64 ",\n  \"max_delayed_usecs\": %.1f,\n  \"xrun_delay_max_us\": %.1f,\n",
+          nx, max_delayed, xrun_delay_max_us);
+  fprintf(jf, "  \"stall_reference_pos\": ");
+  if (ref_pos == UINT64_MAX) fprintf(jf, "null"); else fprintf(jf, "%" PRIu64, ref_pos);
+  fprintf(jf, ",\n  \"stalls\": [");
+  for (int i = 0; i < n_stall; i++) {
+    fprintf(jf, "%s{\"cycle\": %" PRId64 ", \"ms\": %.3f, \"pos\": ", i ? ", " : "",
+            stall_cycle[i], stall_ms[i]);
+    if (stall_done[i]) fprintf(jf, "%" PRIu64 "}", stall_pos[i]); else fprintf(jf, "null}");
+  }
+  fprintf(jf, "],\n  \"xrun_positions\": [");
+  for (uint64_t k = 0; k < nx && k < MAX_XRUN_LOG; k++) {
+    if (xrun_pos[k] == UINT64_MAX) fprintf(jf, "%snull", k ? ", " : "");
+    else fprintf(jf, "%s%" PRIu64, k ? ", " : "", xrun_pos[k]);
+  }
+  fprintf(jf, "],\n  \"source\": {\"kind\": ");
+  json_str(jf, opt_play ? "file" : (opt_gen ? opt_gen : "silence"));
+  fprintf(jf, ", \"path\": ");
+  if (opt_play) json_str(jf, opt_play); else fprintf(jf, "null");
+  fprintf(jf, ", \"frames\": %" PRIu64 ", \"loop\": %s, \"gain\": %.9g},\n", src_len,
+          opt_once ? "false" : "true", opt_gain);
+  fprintf(jf, "  \"marker\": {\"period\": %" PRIu64 ", \"length\": %" PRIu64 ", \"amp\": %.9g, \"seed\": %u},\n",
+          marker_period, marker_len, opt_marker_amp, opt_marker_seed);
+  fprintf(jf, "  \"connections\": [");
+  for (int i = 0; i < n_conn_log; i++) {
+    if (i) fprintf(jf, ", ");
+    json_str(jf, conn_log[i]);
+  }
+  fprintf(jf, "],\n  \"stopped_early\": %s,\n  \"error\": ", stopped_early ? "true" : "false");
+  if (rc == 6) json_str(jf, "process callback stalled");
+  else if (rc) json_str(jf, "could not connect ports");
+  else if (atomic_load(&shutdown_flag)) json_str(jf, "JACK server shut down");
+  else fprintf(jf, "null");
+  fprintf(jf, "\n}\n");
+  if (jf != stdout) fclose(jf);
+}
+
+/* --replay: the cycles a file lists, without JACK (see usage) */
+static int replay(FILE *f, jack_nframes_t n, const char *me) {
+  pthread_t wt;
+  pthread_create(&wt, NULL, writer, NULL);
+  atomic_store_explicit(&go, 1, memory_order_release);
+  float *buf = calloc(n, sizeof(float));
+  const float *in[2] = {buf, buf};
+  unsigned long long frame;
+  size_t need = 2 * (sizeof(block_hdr) + sizeof(float) * (size_t)n * (size_t)nch);
+  while (!atomic_load(&done) && fscanf(f, "%llu", &frame) == 1) {
+    while (ring_cap - (atomic_load(&ring_head) - atomic_load(&ring_tail)) < need) usleep(1000);
+    cycle((jack_nframes_t)frame, 0, n, in, buf); /* plays into buf, then queues it as input */
+    sem_post(&ring_sem);
+  }
+  fclose(f);
+  free(buf);
+  atomic_store(&writer_quit, 1);
+  sem_post(&ring_sem);
+  pthread_join(wt, NULL);
+  if (rec_f && fclose(rec_f)) write_errors++;
+  if (played_f && fclose(played_f)) write_errors++;
+  write_summary(me, n, 0, 0.f, 0, 0);
+  return write_errors || atomic_load(&ring_overflows) ? 7 : 0;
 }
 
 int main(int argc, char **argv) {
   enum { O_GAIN = 256, O_ONCE, O_MP, O_ML, O_MA, O_MS, O_PLAYED, O_TO, O_FROM, O_FROM2, O_EXCL,
-         O_WAIT, O_RING, O_DS, O_DM, O_FORCE, O_STALL, O_STALL_FROM };
+         O_WAIT, O_RING, O_DS, O_DM, O_FORCE, O_STALL, O_STALL_FROM,
+         O_REPLAY, O_REPLAY_PERIOD };
   static struct option lo[] = {
       {"name", 1, 0, 'n'}, {"server", 1, 0, 'S'}, {"play", 1, 0, 'p'}, {"gen", 1, 0, 'g'},
       {"gain", 1, 0, O_GAIN}, {"once", 0, 0, O_ONCE}, {"marker-period", 1, 0, O_MP},
@@ -647,7 +835,8 @@ int main(int argc, char **argv) {
       {"from2", 1, 0, O_FROM2}, {"exclusive", 0, 0, O_EXCL}, {"wait-ports", 1, 0, O_WAIT},
       {"ring", 1, 0, O_RING}, {"dump-source", 1, 0, O_DS}, {"dump-marker", 1, 0, O_DM},
       {"force-rate", 0, 0, O_FORCE}, {"stall", 1, 0, O_STALL},
-      {"stall-from", 1, 0, O_STALL_FROM}, {"json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"stall-from", 1, 0, O_STALL_FROM}, {"replay", 1, 0, O_REPLAY},
+      {"replay-period", 1, 0, O_REPLAY_PERIOD}, {"json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "n:S:p:g:d:r:i:j:h", lo, NULL)) != -1) {
     switch (o) {
@@ -689,32 +878,47 @@ int main(int argc, char **argv) {
         if (!strcmp(optarg, "connect")) opt_stall_from_connect = 1;
         else if (strcmp(optarg, "start")) { usage(); return 2; }
         break;
+      case O_REPLAY: opt_replay = optarg; break;
+      case O_REPLAY_PERIOD: opt_replay_period = atoi(optarg); break;
       case 'j': opt_json = optarg; break;
       case 'h': usage(); return 0;
       default: usage(); return 2;
     }
   }
   if (opt_inputs < 1 || opt_inputs > 2 || opt_duration <= 0 || opt_marker_len < 1 ||
-      (opt_play && opt_gen)) {
+      (opt_play && opt_gen) || opt_replay_period < 1 || opt_replay_period > 4096) {
     usage();
     return 2;
   }
   if (opt_marker_seed == 0) opt_marker_seed = 1;
 
-  jack_status_t st;
-  jack_options_t jo = JackNoStartServer | (opt_server ? JackServerName : 0);
-  client = opt_server ? jack_client_open(opt_name, jo, &st, opt_server)
-                      : jack_client_open(opt_name, jo, &st);
-  if (!client) {
-    fprintf(stderr, "rtharness: cannot connect to the JACK server (status 0x%x)\n", st);
-    return 3;
-  }
-  if (st & JackNameNotUnique)
-    fprintf(stderr, "rtharness: note: client name taken; using %s\n", jack_get_client_name(client));
   char me[256];
-  snprintf(me, sizeof me, "%s", jack_get_client_name(client)); /* freed by jack_client_close */
-  sample_rate = jack_get_sample_rate(client);
-  jack_nframes_t bufsize = jack_get_buffer_size(client);
+  jack_nframes_t bufsize;
+  FILE *replay_f = NULL;
+  if (opt_replay) {
+    replay_f = fopen(opt_replay, "r");
+    if (!replay_f) {
+      fprintf(stderr, "rtharness: cannot read %s: %s\n", opt_replay, strerror(errno));
+      return 4;
+    }
+    snprintf(me, sizeof me, "%s", opt_name);
+    sample_rate = 48000;
+    bufsize = (jack_nframes_t)opt_replay_period;
+  } else {
+    jack_status_t st;
+    jack_options_t jo = JackNoStartServer | (opt_server ? JackServerName : 0);
+    client = opt_server ? jack_client_open(opt_name, jo, &st, opt_server)
+                        : jack_client_open(opt_name, jo, &st);
+    if (!client) {
+      fprintf(stderr, "rtharness: cannot connect to the JACK server (status 0x%x)\n", st);
+      return 3;
+    }
+    if (st & JackNameNotUnique)
+      fprintf(stderr, "rtharness: note: client name taken; using %s\n", jack_get_client_name(client));
+    snprintf(me, sizeof me, "%s", jack_get_client_name(client)); /* freed by jack_client_close */
+    sample_rate = jack_get_sample_rate(client);
+    bufsize = jack_get_buffer_size(client);
+  }
 
   if (opt_play) {
     uint32_t r;
@@ -771,6 +975,8 @@ int main(int argc, char **argv) {
     }
     setvbuf(played_f, NULL, _IOFBF, 1 << 20);
   }
+
+  if (replay_f) return replay(replay_f, bufsize, me);
 
   out_port = jack_port_register(client, "out", JACK_DEFAULT_AUDIO_TYPE, JackPortIsOutput, 0);
   in_ports[0] = jack_port_register(client, "in_1", JACK_DEFAULT_AUDIO_TYPE, JackPortIsInput, 0);
@@ -829,65 +1035,7 @@ int main(int argc, char **argv) {
   if (played_f && fclose(played_f)) write_errors++;
   jack_client_close(client);
 
-  FILE *jf = opt_json ? fopen(opt_json, "w") : stdout;
-  if (!jf) {
-    fprintf(stderr, "rtharness: cannot write %s\n", opt_json);
-    jf = stdout;
-  }
-  uint64_t nx = atomic_load(&server_xruns);
-  fprintf(jf, "{\n  \"client\": ");
-  json_str(jf, me);
-  fprintf(jf, ",\n  \"sample_rate\": %u,\n  \"buffer_size\": %u,\n  \"realtime\": %s,\n",
-          sample_rate, bufsize, realtime ? "true" : "false");
-  fprintf(jf, "  \"duration_s\": %.6f,\n  \"total_frames\": %" PRIu64 ",\n", opt_duration, total_frames);
-  fprintf(jf, "  \"frames_played\": %" PRIu64 ",\n  \"frames_recorded\": %" PRIu64 ",\n",
-          (uint64_t)atomic_load(&frames_played), frames_recorded);
-  fprintf(jf, "  \"inputs\": %d,\n  \"started\": %s,\n  \"start_frame\": %u,\n  \"start_usecs\": %" PRIu64 ",\n",
-          opt_inputs, atomic_load(&started) ? "true" : "false", start_frame, (uint64_t)start_usecs);
-  fprintf(jf, "  \"cycles\": %" PRIu64 ",\n  \"gap_cycles\": %" PRIu64 ",\n  \"gap_frames\": %" PRIu64 ",\n",
-          (uint64_t)atomic_load(&cycles), (uint64_t)atomic_load(&gap_cycles), (uint64_t)atomic_load(&gap_frames));
-  fprintf(jf, "  \"late_cycles\": %" PRIu64 ",\n  \"max_callback_us\": %.1f,\n",
-          (uint64_t)atomic_load(&late_cycles), atomic_load(&max_callback_ns) / 1000.0);
-  fprintf(jf, "  \"ring_overflows\": %" PRIu64 ",\n  \"zero_filled_frames\": %" PRIu64 ",\n  \"write_errors\": %" PRIu64 ",\n",
-          (uint64_t)atomic_load(&ring_overflows), zero_filled, write_errors);
-  fprintf(jf, "  \"overrun_cycles\": %" PRIu64 ",\n", (uint64_t)atomic_load(&overrun_cycles));
-  fprintf(jf, "  \"own_xruns\": %" PRIu64 ",\n",
-          (uint64_t)(atomic_load(&overrun_cycles) + atomic_load(&ring_overflows)));
-  fprintf(jf, "  \"server_xruns\": %" PRIu64 ",\n  \"max_delayed_usecs\": %.1f,\n  \"xrun_delay_max_us\": %.1f,\n",
-          nx, max_delayed, xrun_delay_max_us);
-  fprintf(jf, "  \"stall_reference_pos\": ");
-  if (ref_pos == UINT64_MAX) fprintf(jf, "null"); else fprintf(jf, "%" PRIu64, ref_pos);
-  fprintf(jf, ",\n  \"stalls\": [");
-  for (int i = 0; i < n_stall; i++) {
-    fprintf(jf, "%s{\"cycle\": %" PRId64 ", \"ms\": %.3f, \"pos\": ", i ? ", " : "",
-            stall_cycle[i], stall_ms[i]);
-    if (stall_done[i]) fprintf(jf, "%" PRIu64 "}", stall_pos[i]); else fprintf(jf, "null}");
-  }
-  fprintf(jf, "],\n  \"xrun_positions\": [");
-  for (uint64_t k = 0; k < nx && k < MAX_XRUN_LOG; k++) {
-    if (xrun_pos[k] == UINT64_MAX) fprintf(jf, "%snull", k ? ", " : "");
-    else fprintf(jf, "%s%" PRIu64, k ? ", " : "", xrun_pos[k]);
-  }
-  fprintf(jf, "],\n  \"source\": {\"kind\": ");
-  json_str(jf, opt_play ? "file" : (opt_gen ? opt_gen : "silence"));
-  fprintf(jf, ", \"path\": ");
-  if (opt_play) json_str(jf, opt_play); else fprintf(jf, "null");
-  fprintf(jf, ", \"frames\": %" PRIu64 ", \"loop\": %s, \"gain\": %.9g},\n", src_len,
-          opt_once ? "false" : "true", opt_gain);
-  fprintf(jf, "  \"marker\": {\"period\": %" PRIu64 ", \"length\": %" PRIu64 ", \"amp\": %.9g, \"seed\": %u},\n",
-          marker_period, marker_len, opt_marker_amp, opt_marker_seed);
-  fprintf(jf, "  \"connections\": [");
-  for (int i = 0; i < n_conn_log; i++) {
-    if (i) fprintf(jf, ", ");
-    json_str(jf, conn_log[i]);
-  }
-  fprintf(jf, "],\n  \"stopped_early\": %s,\n  \"error\": ", stopped_early ? "true" : "false");
-  if (rc == 6) json_str(jf, "process callback stalled");
-  else if (rc) json_str(jf, "could not connect ports");
-  else if (atomic_load(&shutdown_flag)) json_str(jf, "JACK server shut down");
-  else fprintf(jf, "null");
-  fprintf(jf, "\n}\n");
-  if (jf != stdout) fclose(jf);
+  write_summary(me, bufsize, realtime, max_delayed, stopped_early, rc);
   if (!rc && (write_errors || atomic_load(&ring_overflows))) rc = 7;
   return rc;
 }
