@@ -1124,6 +1124,7 @@ EVAL_EXAMPLES = """\b
 Examples:
   streamsep eval                                   # the bundled held-out set
   streamsep eval --engine --window 4 --hop 0.5 --lookahead 0.25 --crossfade 0.1
+  streamsep eval --seams --engine-limit 4             # how the window seams score
   streamsep eval --model passthrough --limit 5 --json -
   streamsep eval --make-corpus my_corpus/          # the bundled set as files, to extend
   streamsep eval --corpus my_corpus/ --json eval.json
@@ -1144,6 +1145,10 @@ Examples:
 @click.option("--engine", is_flag=True, help="Also score through the streaming engine.")
 @click.option("--engine-limit", type=int, default=10, show_default=True,
               help="Mixtures for the engine pass.")
+@click.option("--seams", is_flag=True,
+              help="With the engine pass: how the seams between windows score (SI-SDR near "
+                   "them vs elsewhere, a discontinuity ratio, window disagreement; see the "
+                   "README's 'Seams between windows'). Implies --engine.")
 @click.option("--window", type=float, default=DEFAULT_WINDOW_S, show_default=True,
               help="Engine window W, seconds.")
 @click.option("--hop", type=float, default=DEFAULT_HOP_S, show_default=True,
@@ -1157,8 +1162,9 @@ Examples:
                    "stdout; the table then goes to stderr).")
 @_verbosity
 def eval(corpus: str | None, make_dir: str | None, model: str | None,  # noqa: A001
-         steps: int | None, limit: int | None, engine: bool, engine_limit: int, window: float,
-         hop: float, lookahead: float, crossfade: float, json_path: str | None) -> int:
+         steps: int | None, limit: int | None, engine: bool, engine_limit: int, seams: bool,
+         window: float, hop: float, lookahead: float, crossfade: float,
+         json_path: str | None) -> int:
     from pathlib import Path
 
     try:
@@ -1191,9 +1197,9 @@ def eval(corpus: str | None, make_dir: str | None, model: str | None,  # noqa: A
             _note(f"wrote mixtures.json and {len(files) - 1} FLAC sources to {make_dir}; "
                   f"score them with: streamsep eval --corpus {make_dir}")
             return 0
-        result = ev.run(src, model=model, steps=steps, limit=limit, engine=engine,
+        result = ev.run(src, model=model, steps=steps, limit=limit, engine=engine or seams,
                         engine_limit=engine_limit, window=window, hop=hop, lookahead=lookahead,
-                        crossfade=crossfade)
+                        crossfade=crossfade, seams=seams)
     except ev.EvalError as e:
         click.echo(f"error: {_one_line(e)}", err=True)
         return 2

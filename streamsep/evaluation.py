@@ -96,30 +96,14 @@ def separate_offline(sep: Any, mix16: np.ndarray, prompt: str, seed: int = 0) ->
     return _to_rate(target, sep.sample_rate, SR_EVAL)[: len(mix16)], dt
 
 
-class _ArraySink:
-    def __init__(self, n: int):
-        self.out = np.zeros(n, np.float32)
-
-    def write(self, pos: int, target: np.ndarray, residual: np.ndarray) -> None:
-        lo, hi = max(pos, 0), min(pos + len(target), len(self.out))
-        if hi > lo:
-            self.out[lo:hi] = target[lo - pos : hi - pos]
-
-
 def separate_streamed(sep: Any, plan: Any, mix16: np.ndarray, prompt: str, seed: int = 0) -> tuple[
         np.ndarray, list[float]]:
     """Through the engine's window planner, worker and crossfade (fast, latency-compensated).
     Returns (target at 16 kHz, per-window compute seconds)."""
-    from streamsep.engine.engine import Engine
-    from streamsep.engine.offline import run_fast
+    from streamsep.seams import engine_stream
 
-    x = _to_rate(mix16, SR_EVAL, sep.sample_rate)
-    eng = Engine(sep, plan, seed=seed, budget=0, skip_ahead=False)
-    sink = _ArraySink(len(x))
-    eng.add_sink(sink)
-    run_fast(eng, (x[i : i + plan.hop] for i in range(0, len(x), plan.hop)), prompt)
-    return _to_rate(sink.out, sep.sample_rate, SR_EVAL)[: len(mix16)], list(
-        eng.worker.compute_history)
+    r = engine_stream(sep, plan, prompt, sample_rate=SR_EVAL, seed=seed)(mix16)
+    return r.target, r.compute
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -248,7 +232,8 @@ def _progress(what: str, i: int, n: int, end: bool = False) -> None:
 
 def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None,
         engine: bool, engine_limit: int, window: float, hop: float, lookahead: float,
-        crossfade: float, classes: tuple[str, ...] = ("speech", "music")) -> dict[str, Any]:
+        crossfade: float, classes: tuple[str, ...] = ("speech", "music"),
+        seams: bool = False) -> dict[str, Any]:
     from streamsep.embedded.prompts import HELDOUT_WORDINGS
     from streamsep.separators.registry import load_separator
 
@@ -308,7 +293,23 @@ def run(corpus: Path, *, model: str | None, steps: int | None, limit: int | None
                 [r["sisdr"] - r["offline_sisdr"] for r in erows])), 2) if erows else None,
         }
         result["rows"] += erows
+        if seams:
+            result["seams"] = _seams(sep, plan, streamed, classes)
     return result
+
+
+def _seams(sep: Any, plan: Any, mixtures: list[dict], classes: tuple[str, ...]) -> dict[str, Any]:
+    """``streamsep.seams.seam_report`` per prompt class, on the engine pass's mixtures."""
+    from streamsep.seams import engine_stream, seam_report
+
+    out: dict[str, Any] = {}
+    for c in classes:
+        pairs = [(m["audio"]["mixture"], m["audio"][c]) for m in mixtures if c in m["sources"]]
+        if pairs:
+            out[c] = seam_report(pairs, engine_stream(sep, plan, c, sample_rate=SR_EVAL),
+                                 plan=plan, sample_rate=SR_EVAL)
+            _progress(f"seams ({c})", 0, 1, end=True)
+    return out
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -327,7 +328,23 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"engine W={e['window_s']} H={e['hop_s']} R={e['lookahead_s']} "
                      f"X={e['crossfade_s']}: RTF {e['rtf']:.3f}, streamed − offline "
                      f"{e['streamed_minus_offline_db']} dB")
+    for c, r in result.get("seams", {}).items():
+        d, ref, n = r["discontinuity"], r["reference_discontinuity"], r["mixtures"]
+        lines.append(
+            f"seams, {c} ({n} mixture{'s' * (n != 1)}): SI-SDR within ±{r['zone_s']} s of a seam "
+            f"{_db(r['near_minus_elsewhere'])} against elsewhere; discontinuity ratio "
+            f"{_num(d['ratio'])} (1 = seams add no jump; level {_num(d['level_ratio'])}, "
+            f"spectrum {_num(d['spectral_ratio'])}; against the reference "
+            f"{_num(ref['ratio'])}); window disagreement {_db(r['disagreement_db'])}")
     return "\n".join(lines)
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _db(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.2f} dB"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -283,6 +283,8 @@ class StreamResult:
 
     target: np.ndarray
     seams: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    #: each window's compute, seconds
+    compute: list[float] = field(default_factory=list)
 
 
 def _stream(separate_stream: Callable[[np.ndarray], Any], mix: np.ndarray
@@ -330,6 +332,7 @@ def engine_stream(separator: Any, plan: WindowPlan, prompt: str, *, sample_rate:
         if sample_rate != sr:
             out = soxr.resample(out, sr, sample_rate).astype(np.float32)
         out = out[: len(mix)]
-        return StreamResult(np.pad(out, (0, len(mix) - len(out))), seams)
+        return StreamResult(np.pad(out, (0, len(mix) - len(out))), seams,
+                            list(eng.worker.compute_history))
 
     return run

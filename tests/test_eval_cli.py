@@ -88,6 +88,29 @@ def test_the_table_goes_to_stdout_and_json_dash_moves_it_to_stderr(capsys):
     assert "SI-SDRi" in cap.err
 
 
+def test_seams_score_the_engine_pass(capsys, tmp_path):
+    """--seams runs the engine pass and scores its seams per prompt class: windows of a
+    passthrough agree exactly where they overlap, the embedded model's do not (but closely),
+    and every figure is a number, in the JSON and in the table."""
+    from streamsep.cli import main
+
+    path = tmp_path / "seams.json"
+    main(["eval", "--seams", "--limit", "2", "--engine-limit", "2", "--json", str(path)])
+    out = capsys.readouterr().out
+    res = json.loads(path.read_text())
+    assert "engine" in res and set(res["seams"]) == {"speech", "music"}
+    speech = res["seams"]["speech"]
+    assert speech["mixtures"] == 2 and res["seams"]["music"]["mixtures"] == 1
+    for key in ("sisdri", "near_minus_elsewhere", "disagreement_db"):
+        assert np.isfinite(speech[key]), (key, speech)
+    assert speech["discontinuity"]["ratio"] > 0 and speech["discontinuity"]["seam_points"] > 0
+    assert -60 < speech["disagreement_db"] < 0, speech
+    assert "seams, speech (2 mixtures)" in out and "seams, music (1 mixture)" in out
+    flat = _eval_json(capsys, tmp_path, "--model", "passthrough", "--seams", "--limit", "1",
+                      "--engine-limit", "1")
+    assert flat["seams"]["speech"]["disagreement_db"] < -200  # identical overlaps
+
+
 def _npz_corpus(folder, n=2):
     """A corpus in tools/make_corpus.py's layout, from noise and tones."""
     folder.mkdir()
