@@ -1124,7 +1124,7 @@ EVAL_EXAMPLES = """\b
 Examples:
   streamsep eval                                   # the bundled held-out set
   streamsep eval --engine --window 4 --hop 0.5 --lookahead 0.25 --crossfade 0.1
-  streamsep eval --seams --engine-limit 4             # how the window seams score
+  streamsep eval --seams --engine-limit 4          # how the window seams score
   streamsep eval --model passthrough --limit 5 --json -
   streamsep eval --make-corpus my_corpus/          # the bundled set as files, to extend
   streamsep eval --corpus my_corpus/ --json eval.json

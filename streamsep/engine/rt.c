@@ -308,7 +308,13 @@ static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n, int
         int64_t prior = !judging && (clock != NULL || xrun)
                             ? devs_floor(s, min64(s->blocks, DEVS)) : 0;
         if (clock != NULL ? !judging && (xrun || 4 * (dev - prior) >= 3 * n) : xrun) {
-            if (!judging) s->floor_before = prior;
+            if (!judging) {
+                s->floor_before = prior;
+                /* this callback's block and the ones until the judgement are written before
+                 * the gap is known: where a gap is found, they are moved to where they belong */
+                s->judge_from = s->source != NULL && s->feeds_input
+                                    ? LOAD(&s->source->ring->write_pos) : 0;
+            }
             s->check_in = DEVS;
         }
         s->devs[s->blocks % DEVS] = dev;
@@ -335,12 +341,30 @@ static int64_t missed_frames(rt_stream *s, const void *time_info, int64_t n, int
     return gap;
 }
 
+/* The input blocks written since the judgement opened came after the missed frames: move them
+ * on by the gap and put silence where the missed frames were, so that the input, too, stays on
+ * the device's timeline for all but the frames that never arrived. Only the newest few blocks
+ * move (DEVS callbacks at most), and the worker reads them, if at all, as a window's lookahead,
+ * which the next window reads again. */
+static void shift_in_gap(rt_ring *r, int64_t from, int64_t gap)
+{
+    int64_t w = r->write_pos; /* producer-owned */
+    int64_t m = max64(0, min64(w - from, r->capacity - gap));
+    float tmp[1024];
+    for (int64_t k = m; k > 0;) { /* from the end: source and destination overlap */
+        int64_t c = min64(1024, k);
+        k -= c;
+        ring_copy_out(r, w - m + k, tmp, c, 1);
+        ring_copy_in(r, w - m + k + gap, tmp, c, 1);
+    }
+    for (int64_t k = 0; k < gap; k += 1024)
+        ring_copy_in(r, w - m + k, ZEROS, min64(1024, gap - k), 1);
+    STORE(&r->write_pos, w + gap);
+}
+
 static void fill_gap(rt_stream *s, int64_t gap)
 {
-    if (s->source != NULL && s->feeds_input) {
-        for (int64_t k = 0; k < gap; k += 1024)
-            rt_hist_write(s->source->ring, ZEROS, min64(1024, gap - k), 1);
-    }
+    if (s->source != NULL && s->feeds_input) shift_in_gap(s->source->ring, s->judge_from, gap);
     if (s->sink != NULL && LOAD(&s->sink->ring->started)) {
         rt_ring *r = s->sink->ring;
         STORE(&r->read_pos, r->read_pos + gap); /* those slots went by unheard */

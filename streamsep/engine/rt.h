@@ -59,6 +59,7 @@ typedef struct rt_stream {    /* userdata of one PortAudio stream */
     int64_t devs[8];          /* recent (frame clock or stream time - frames_seen), frames */
     int64_t check_in;         /* callbacks until the deviations are judged (after an xrun) */
     int64_t floor_before;     /* the deviations' floor over the callbacks before that xrun */
+    int64_t judge_from;       /* the input's write position when that judgement opened */
     int64_t gap_events;       /* callbacks that found frames missing before them */
     int64_t gap_frames;       /* frames filled in (input: silence; output: skipped) */
 } rt_stream;

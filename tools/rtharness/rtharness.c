@@ -797,6 +797,15 @@ static void write_summary(const char *me, jack_nframes_t bufsize, int realtime,
   if (jf != stdout) fclose(jf);
 }
 
+/* the writer drains what is queued, places the last blocks and closes the files */
+static void finish_writer(pthread_t wt) {
+  atomic_store(&writer_quit, 1);
+  sem_post(&ring_sem);
+  pthread_join(wt, NULL);
+  if (rec_f && fclose(rec_f)) write_errors++;
+  if (played_f && fclose(played_f)) write_errors++;
+}
+
 /* --replay: the cycles a file lists, without JACK (see usage) */
 static int replay(FILE *f, jack_nframes_t n, const char *me) {
   pthread_t wt;
@@ -813,11 +822,7 @@ static int replay(FILE *f, jack_nframes_t n, const char *me) {
   }
   fclose(f);
   free(buf);
-  atomic_store(&writer_quit, 1);
-  sem_post(&ring_sem);
-  pthread_join(wt, NULL);
-  if (rec_f && fclose(rec_f)) write_errors++;
-  if (played_f && fclose(played_f)) write_errors++;
+  finish_writer(wt);
   write_summary(me, n, 0, 0.f, 0, 0);
   return write_errors || atomic_load(&ring_overflows) ? 7 : 0;
 }
@@ -1028,11 +1033,7 @@ int main(int argc, char **argv) {
   float max_delayed = jack_get_max_delayed_usecs(client);
   int realtime = jack_is_realtime(client);
   jack_deactivate(client);
-  atomic_store(&writer_quit, 1);
-  sem_post(&ring_sem);
-  pthread_join(wt, NULL);
-  if (rec_f && fclose(rec_f)) write_errors++;
-  if (played_f && fclose(played_f)) write_errors++;
+  finish_writer(wt);
   jack_client_close(client);
 
   write_summary(me, bufsize, realtime, max_delayed, stopped_early, rc);
