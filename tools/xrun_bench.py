@@ -272,7 +272,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ("xrun callbacks (server-wide)", lambda r: r["jack"]["xrun_callbacks"]),
         ("harness overruns / ring overflows", lambda r: f"{r['harness']['overrun_cycles']} / "
                                                         f"{r['harness']['ring_overflows']}"),
-        ("harness late reads (placed exactly)", lambda r: r["harness"].get("late_reads")),
+        ("harness late reads (placed exactly)", lambda r: r["harness"]["late_reads"]),
         ("streamsep reported xruns", lambda r: r["streamsep"]["xruns_reported"]),
         ("underrun s / dropped windows", lambda r: f"{_ctr(r, 'underrun_s'):.2f} / "
                                                    f"{_ctr(r, 'dropped_windows')}"),

@@ -818,7 +818,6 @@ static int replay(FILE *f, jack_nframes_t n, const char *me) {
   while (!atomic_load(&done) && fscanf(f, "%llu", &frame) == 1) {
     while (ring_cap - (atomic_load(&ring_head) - atomic_load(&ring_tail)) < need) usleep(1000);
     cycle((jack_nframes_t)frame, 0, n, in, buf); /* plays into buf, then queues it as input */
-    sem_post(&ring_sem);
   }
   fclose(f);
   free(buf);
