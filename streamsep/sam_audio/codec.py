@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
+
+from streamsep.configs import FromDict
 
 # The watermark branch's fixed sizes in the reference (dacvae.model.dac.Decoder).
 WM_RATES = (8, 5, 4, 2)
@@ -33,7 +34,7 @@ WM_DOWNSAMPLING = 3
 
 
 @dataclass
-class DACVAEConfig:
+class DACVAEConfig(FromDict):
     encoder_dim: int = 64
     encoder_rates: list[int] = field(default_factory=lambda: [2, 8, 10, 12])
     latent_dim: int = 1024
@@ -58,11 +59,6 @@ class DACVAEConfig:
     @property
     def wm_hidden(self) -> int:
         return self.decoder_dim // 3
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DACVAEConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # --------------------------------------------------------------------------------------------

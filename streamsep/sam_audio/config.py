@@ -12,12 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamsep.configs import FromDict
 from streamsep.sam_audio.codec import DACVAEConfig
 from streamsep.sam_audio.dit import DiTConfig
 
 
 @dataclass
-class TextEncoderConfig:
+class TextEncoderConfig(FromDict):
     """How the reference runs T5: which model, its width, and tokenizer truncation/padding."""
 
     name: str = "t5-base"
@@ -26,13 +27,8 @@ class TextEncoderConfig:
     pad_mode: str = "longest"
 
 
-def _build(cls: type, values: dict[str, Any] | None) -> Any:
-    """Instantiate a config dataclass from a dict, ignoring keys it does not know."""
-    values = dict(values or {})
-    if hasattr(cls, "from_dict"):
-        return cls.from_dict(values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
+def _build(cls: type[FromDict], values: dict[str, Any] | None) -> Any:
+    return cls.from_dict(dict(values or {}))
 
 
 @dataclass

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from streamsep.configs import FromDict
+
 from .rope import RotaryEmbedding
 
 
 @dataclass
-class DiTConfig:
+class DiTConfig(FromDict):
     """The reference ``TransformerConfig`` with its defaults (dropouts are unused at inference)."""
 
     dim: int = 2048
@@ -88,11 +90,6 @@ class DiTConfig:
     @property
     def rope_theta(self) -> float:
         return max(10000, 2 * self.max_positions)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 _NONLINEARITIES = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+
+from streamsep.configs import FromDict
 
 _ACTIVATIONS = {
     "relu": nn.relu,
@@ -29,7 +31,7 @@ _ACTIVATIONS = {
 
 
 @dataclass
-class T5Config:
+class T5Config(FromDict):
     d_model: int = 768
     d_kv: int = 64
     d_ff: int = 3072
@@ -58,11 +60,6 @@ class T5Config:
         act = self.feed_forward_proj.removeprefix("gated-")
         # HF maps "gated-gelu" to gelu_new for backwards compatibility with T5 v1.1.
         return "gelu_new" if self.feed_forward_proj == "gated-gelu" else act
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> T5Config:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod
     def t5_base(cls) -> T5Config:
