@@ -152,3 +152,28 @@ def test_init_fine_tunes_from_an_exported_model(tmp_path) -> None:
     assert state["step"] == 4 and state["init"]["step"] == 2
     assert state["levers"]["p_codec"] == 0.5
     assert state["model"]["dim"] == 64
+    # --layers above the export's appends identity blocks: the grown network starts out equal
+    import mlx.core as mx
+
+    small, _, none_added = train.model_from_export(out)
+    grown, _, added = train.model_from_export(out, 3)
+    assert (none_added, added, len(grown.blocks)) == (0, 2, 3)
+    rng = np.random.default_rng(3)
+    x, mix = (mx.array(rng.standard_normal((1, 9, n)).astype(np.float32)) for n in (128, 641))
+    t, text = mx.array([0.4]), mx.array(rng.standard_normal((1, 384)).astype(np.float32))
+    assert np.array_equal(np.array(small(x, mx.abs(mix), t, text)),
+                          np.array(grown(x, mx.abs(mix), t, text)))
+    with pytest.raises(ValueError, match="fewer"):
+        train.model_from_export(out, 0)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((out / "config.json").read_text())
+    w = mx.load(str(out / "model.safetensors"))
+    mx.save_safetensors(str(broken / "model.safetensors"),
+                        {k: v for k, v in w.items() if not k.startswith("blocks.0.fc1")})
+    with pytest.raises(ValueError, match="lacks blocks.0.fc1"):
+        train.model_from_export(broken, 3)  # only the appended blocks may be missing
+    assert train.main([*common, "--work", str(tmp_path / "work3"), "--init", str(out),
+                       "--layers", "2", "--max-steps", "3"]) == 0
+    state = json.loads((tmp_path / "work3" / "last.json").read_text())
+    assert state["model"]["layers"] == 2 and state["init"]["added_layers"] == 1

@@ -10,7 +10,9 @@ recorded there.
     python tools/train.py --minutes 70 --work /work/data/run1 --export model
 
 Fine-tuning the shipped model (issue 17): --init model starts a new --work run from model/'s
-weights with a fresh optimizer and warm-up, the step count and training time carried on; the
+weights with a fresh optimizer and warm-up, the step count and training time carried on
+(--layers above the checkpoint's appends identity blocks: a deeper model that starts out
+equal to the shipped one); the
 --p-* flags set the shares of the extra corpus files (recorded voices, game dialogue, festvox
 voices, coded speech, recorded noise) and of the speaker (speed/pitch) perturbation.
 """
@@ -313,6 +315,31 @@ def export(model_dir: Path, work: Path, args: ModelArgs, enc: TextEncoder, state
     return True
 
 
+def model_from_export(model_dir: Path, layers: int | None = None,
+                      ) -> tuple[MaskFlowDiT, dict, int]:
+    """The model exported in ``model_dir`` as a float32 network to train, its config, and how
+    many blocks were appended to reach ``layers`` (default: none).
+
+    Appended blocks keep their fresh init: adaLN-zero gates make each one the identity, so the
+    grown network starts out computing exactly what the exported one does and only learns to
+    use the extra depth."""
+    cfg = json.loads((model_dir / "config.json").read_text())
+    margs = ModelArgs.from_dict(cfg["model"])
+    grown = (margs.layers if layers is None else layers) - margs.layers
+    if grown < 0:
+        raise ValueError(f"--layers {layers} is fewer than {model_dir}'s {margs.layers}")
+    margs.layers += grown
+    model = MaskFlowDiT(margs)
+    w = {k: v.astype(mx.float32) for k, v in mx.load(str(model_dir / "model.safetensors")).items()}
+    missing = {k for k, _ in tree_flatten(model.parameters())} - set(w)
+    if any(not k.startswith(tuple(f"blocks.{i}." for i in range(margs.layers - grown,
+                                                                    margs.layers)))
+           for k in missing):
+        raise ValueError(f"{model_dir}/model.safetensors lacks {sorted(missing)[0]}")
+    model.load_weights(list(w.items()), strict=not grown)
+    return model, cfg, grown
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -328,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="cosine-decay the learning rate to this over the run's --minutes "
                     "(default: constant)")
     ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=None,
+                    help="DiT blocks (default 4, or --init's; more than --init's grows it)")
     ap.add_argument("--input-norm", choices=("linear", "log"), default="log")
     ap.add_argument("--peak-head", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--val-minutes", type=float, default=10.0)
@@ -375,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     mx.random.seed(SEED)
     np.random.seed(SEED)
-    margs = ModelArgs(dim=a.dim, layers=a.layers, heads=max(1, a.dim // 64),
+    margs = ModelArgs(dim=a.dim, layers=a.layers or 4, heads=max(1, a.dim // 64),
                       input_norm=a.input_norm, peak_head=a.peak_head)
     state = {"step": 0, "elapsed": 0.0, "best": {"score": -1e9}, "history": []}
     if (a.work / "last.json").exists():
@@ -383,20 +411,23 @@ def main(argv: list[str] | None = None) -> int:
         margs = ModelArgs.from_dict(state["model"])
     init = a.init is not None and not (a.work / "last.safetensors").exists()
     if init:
-        cfg = json.loads((a.init / "config.json").read_text())
-        margs = ModelArgs.from_dict(cfg["model"])
+        try:
+            model, cfg, grown = model_from_export(a.init, a.layers)
+        except ValueError as e:
+            ap.error(str(e))
+        margs = model.args
         state.update(step=int(cfg.get("train_steps", 0)),
                      elapsed=float(cfg.get("train_seconds", 0.0)),
                      init={"from": str(a.init), "step": int(cfg.get("train_steps", 0)),
-                           "score": cfg.get("benchmark", {}).get("score")})
+                           "score": cfg.get("benchmark", {}).get("score"),
+                           "added_layers": grown})
+        print(f"initialised from {a.init} (step {state['step']}"
+              f"{f', {grown} blocks added' if grown else ''})", file=sys.stderr)
+    else:
+        model = MaskFlowDiT(margs)
     state["model"] = margs.to_dict()
-    model = MaskFlowDiT(margs)
     opt = optim.AdamW(learning_rate=a.lr, weight_decay=0.01)
-    if init:
-        w = mx.load(str(a.init / "model.safetensors"))
-        model.load_weights([(k, v.astype(mx.float32)) for k, v in w.items()])
-        print(f"initialised from {a.init} (step {state['step']})", file=sys.stderr)
-    elif (a.work / "last.safetensors").exists():
+    if not init and (a.work / "last.safetensors").exists():
         model.load_weights(str(a.work / "last.safetensors"))
         opt.init(model.trainable_parameters())
         opt.state = tree_unflatten(list(mx.load(str(a.work / "last.opt.safetensors")).items()))
