@@ -1,6 +1,7 @@
 """Issue-17 data levers: the archive readers in tools/make_corpus.py (OpenClonk groups, the
-Flight of the Amazon Queen data file), the held-out package guard, native-language text, and
-tools/train.py's use of the extra corpus files and its --init fine-tune start."""
+Flight of the Amazon Queen data file, Beneath a Steel Sky's sky.dnr / sky.dsk and their RNC
+packing), the held-out package guard, native-language text, and tools/train.py's use of the
+extra corpus files and its --init fine-tune start."""
 
 from __future__ import annotations
 
@@ -74,6 +75,105 @@ def test_queen_speech_lists_only_speech_files() -> None:
         mc.queen_speech(b"QTBL" + b"CEM10\0" + b"\0\0" + bytes([2]) + b"\0\0")  # Ogg: not handled
 
 
+
+def _crc16(data: bytes) -> int:  # CRC-16/ARC, bit by bit
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+class _RncBits:
+    """RNC method-1 writer: LSB-first bits in little-endian 16-bit words, a new word reserved
+    only when a bit needs room, literal bytes appended where the stream has got to."""
+
+    def __init__(self) -> None:
+        self.out, self.word, self.used = bytearray(), 0, 16
+
+    def put(self, v: int, n: int) -> None:
+        for i in range(n):
+            if self.used == 16:
+                self.word, self.used = len(self.out), 0
+                self.out += b"\0\0"
+            self.out[self.word + self.used // 8] |= (v >> i & 1) << (self.used % 8)
+            self.used += 1
+
+    def code(self, lengths: list[int], v: int) -> None:  # canonical code, first bit = MSB
+        sym = v if v < 2 else v.bit_length()
+        code = 0
+        for length in range(1, 17):
+            for s, ln in enumerate(lengths):
+                if ln == length:
+                    if s == sym:
+                        for j in range(length - 1, -1, -1):
+                            self.put(code >> (16 - length) >> j & 1, 1)
+                        if sym >= 2:
+                            self.put(v - (1 << (sym - 1)), sym - 1)
+                        return
+                    code += 1 << (16 - length)
+        raise AssertionError(v)
+
+
+def _rnc_pack() -> tuple[bytes, bytes]:
+    """Two blocks: literals, a plain and an overlapping match; then one literal run of 20 with
+    the tables left empty (kept from block one)."""
+    raw, flat = [1, 2, 3, 4, 5, 5], [4] * 16
+    w = _RncBits()
+    w.put(0, 2)
+    for lengths in (raw, flat, flat):
+        w.put(len(lengths), 5)
+        for ln in lengths:
+            w.put(ln, 4)
+    w.put(3, 16)
+    for lit, match in ((b"HELLO", (5, 5)), (b"ab", (1, 7)), (b"xyz", None)):
+        w.code(raw, len(lit))
+        w.out += lit
+        if match:
+            w.code(flat, match[0] - 1)
+            w.code(flat, match[1] - 2)
+    w.put(0, 15)
+    w.put(1, 16)
+    tail = bytes(range(100, 120))
+    w.code(raw, len(tail))
+    w.out += tail
+    body = bytes(w.out)
+    plain = b"HELLOHELLOab" + b"b" * 7 + b"xyz" + tail
+    head = b"RNC\x01" + struct.pack(">IIHH", len(plain), len(body), _crc16(plain), _crc16(body))
+    return head + bytes([0, 2]) + body, plain
+
+
+def test_sky_speech_reads_packed_and_plain_lines() -> None:
+    mc = _tool("make_corpus")
+    rnc, plain = _rnc_pack()
+    assert mc.rnc_unpack(rnc) == plain
+
+    def header(flag: int, total: int) -> bytes:
+        return struct.pack("<H", flag) + b"\x80" * 10 + struct.pack("<H", total) + b"\x80" * 8
+
+    files = [  # number, dnr flag bits 22-23, file
+        (50605, 0, header(0x81, 22 + len(plain)) + rnc),  # section 1, line 5: RNC packed
+        (50003, 0, header(0, 26) + b"\x01\x02\x03\x04"),  # not packed: flag bit 7 clear
+        (55229, 1 << 23, header(0x81, 25) + b"\x90\x70\x80"),  # stored plain despite flag
+        (55230, 0, header(0, 23) + b"\x00"),  # past section 6: not dialogue
+        (60203, 0, header(0, 23) + b"\x00"),  # a sound-effects file
+    ]
+    dsk, table = b"", b""
+    for i, (nr, bits, blob) in enumerate(files):
+        dsk += b"\0" * (-len(dsk) % 16)
+        off = len(dsk) >> 4 | 1 << 23 if i % 2 else len(dsk)  # bit 23: offset in 16-byte units
+        table += struct.pack("<H", nr) + off.to_bytes(3, "little") + (len(blob) | bits).to_bytes(
+            3, "little")
+        dsk += blob
+    got = mc.sky_speech(struct.pack("<I", len(files)) + table, dsk)
+    assert got == [("s0_0003", b"\x01\x02\x03\x04"), ("s1_0005", plain),
+                   ("s6_0149", b"\x90\x70\x80")]
+    bad = bytearray(rnc)
+    bad[12] ^= 1  # unpacked CRC
+    with pytest.raises(ValueError, match="CRC"):
+        mc.rnc_unpack(bytes(bad))
+
 def test_held_out_packages_are_refused(tmp_path) -> None:
     mc = _tool("make_corpus")
     (tmp_path / "asterisk-core-sounds-en-wav_1.6.1-1_all.deb").write_bytes(b"")
@@ -102,10 +202,11 @@ def _corpus(path) -> None:
         "speech_recorded_train": np.roll(voice, 100), "speech_recorded_es_train": voice[::-1],
         "speech_festvox_train": np.roll(voice, 999), "speech_codec_train": np.roll(voice, 7),
         "speech_dialogue_train": voice.astype(np.float16),
+        "speech_sky_train": np.roll(voice, 50)[: 3 * SR].astype(np.float16),
         "noise_recorded_train": 0.05 * rng.standard_normal(t.size),
     }
     for name, x in files.items():
-        np.save(path / f"{name}.npy", np.asarray(x, np.float16 if "dialogue" in name
+        np.save(path / f"{name}.npy", np.asarray(x, np.float16 if x.dtype == np.float16
                                                  else np.float32))
     n = 2 * SR
     mix = {"m000/speech": voice[:n], "m000/music": files["music_train"][:n].astype(np.float32)}
@@ -123,7 +224,9 @@ def test_mixer_uses_every_extra_source(tmp_path) -> None:
     m = train.Mixer(tmp_path, 1.0, 4, 5, levers)
     assert sorted(m.recorded) == ["noise", "speech"]
     assert m.recorded["speech"].size == 2 * 6 * SR  # it/fr/es-co and es-MX prompts together
-    assert m.festvox is not None and m.codec is not None and m.dialogue is not None
+    assert m.festvox is not None and m.codec is not None
+    assert [g.size for g in m.dialogue] == [6 * SR, 3 * SR]  # both games, by length
+    assert np.allclose(m.dialogue_p, [2 / 3, 1 / 3])
     a, b = m.batch_at(11), train.Mixer(tmp_path, 1.0, 4, 5, levers).batch_at(11)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # pure in (seed, step)
     assert all(np.isfinite(x).all() for x in a)

@@ -30,9 +30,9 @@ file and records it in extra_manifest.json; tools/train.py uses the files it fin
     apt-get install festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \
         festvox-suopuhe-lj festvox-suopuhe-mv festvox-itapc16k festvox-ca-ona-hts festvox-ru
     cd DEBS && apt-get download asterisk-core-sounds-es-wav flight-of-the-amazon-queen \
-        openclonk-data lincity-ng-data wesnoth-1.16-data
+        beneath-a-steel-sky openclonk-data lincity-ng-data wesnoth-1.16-data
     python tools/make_corpus.py --out /work/data/corpus --recorded-es-debs DEBS \
-        --festvox-minutes 16 --recorded-noise-debs DEBS --dialogue-debs DEBS
+        --festvox-minutes 16 --recorded-noise-debs DEBS --dialogue-debs DEBS --sky-debs DEBS
     python tools/make_corpus.py --out /work/data/corpus --codec-pool-minutes 6   # after the speech
 The evaluation packages asterisk-core-sounds-en/fr/it/ru are refused (HELD_OUT_PACKAGES).
 """
@@ -558,6 +558,189 @@ def recorded_dialogue(deb_dir: Path, minutes: float | None, rng: np.random.Gener
     return np.concatenate(chunks), [d.name for d in debs], used
 
 
+# Recorded game dialogue, second game (issue 17): beneath-a-steel-sky's CD version (v0.0372,
+# freeware), a different cast (Robert Foster, Joey, LINC and some 50 more), 11.025 kHz. Format as
+# ScummVM's sky engine reads it: sky.dnr is a little-endian uint32 count and 8-byte entries (uint16
+# file number, 24-bit offset whose bit 23 means "times 16", 24-bit flags whose low 22 bits are the
+# stored size, bit 23 "stored plain" and bit 22 "packed data carry their own header"); each file in
+# sky.dsk starts with a 22-byte DataFileHeader, and bit 7 of its flag word marks an RNC method-1
+# packed body (unpacked size (flag >> 8) << 16 | s_tot_size). Dialogue line (section, line) is
+# file 50000 + SKY_SPEECH_SECTIONS[section] + line (Sound::startSpeech), raw unsigned 8-bit PCM
+# after the header; almost every one is RNC packed (rnc_unpack below).
+SKY_DEBS = ("beneath-a-steel-sky",)
+SKY_SPEECH_SECTIONS = (0, 600, 1100, 2430, 3380, 4530, 5080, 5230)  # section starts; 6 has 150
+SKY_SR = 11025
+
+
+def _rnc_crc(data: bytes | bytearray) -> int:
+    """CRC-16 (reflected polynomial 0xA001, start 0) that RNC headers carry."""
+    tab = _RNC_CRC_TABLE
+    crc = 0
+    for b in data:
+        crc = tab[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def _rnc_crc_table() -> list[int]:
+    tab = []
+    for n in range(256):
+        for _ in range(8):
+            n = (n >> 1) ^ 0xA001 if n & 1 else n >> 1
+        tab.append(n)
+    return tab
+
+
+_RNC_CRC_TABLE = _rnc_crc_table()
+
+
+def rnc_unpack(data: bytes) -> bytes:
+    """Unpack one RNC method-1 stream ("RNC\\1", big-endian unpacked and packed sizes, unpacked
+    and packed CRC, leeway, block count, then the packed body). The body interleaves a bit stream
+    of little-endian 16-bit words, read LSB first, with the literal bytes: a literal run is taken
+    from the byte after the last word fetched. Each block has three Huffman tables (literal-run
+    lengths, match offsets, match lengths: 5-bit count, 4-bit code lengths, canonical codes read
+    bit-reversed; symbol s >= 2 stands for 2**(s-1) plus s-1 more bits), a 16-bit token count,
+    then tokens of a literal run and, except the last, a match (offset + 1, length + 2)."""
+    import struct
+
+    if data[:4] != b"RNC\x01":
+        raise ValueError("not an RNC method-1 stream")
+    size, packed, crc_unpacked = struct.unpack(">IIH", data[4:14])
+    blocks = data[17]
+    src = bytes(data[18 : 18 + packed]) + b"\0\0\0\0"
+    pos, bits, nbits = 0, 0, 0  # next unread byte; pending bits of the current word, their count
+
+    def read(n: int) -> int:
+        nonlocal pos, bits, nbits
+        if n > nbits:
+            bits |= (src[pos] | src[pos + 1] << 8) << nbits
+            pos += 2
+            nbits += 16
+        v = bits & ((1 << n) - 1)
+        bits >>= n
+        nbits -= n
+        return v
+
+    def table(old: tuple) -> tuple:
+        n = read(5)
+        if not n:  # ScummVM's makeHufftable keeps the previous table then
+            return old
+        lengths = [read(4) for _ in range(n)]
+        width = max(lengths)
+        lut: list = [None] * (1 << width)
+        code = 0
+        for length in range(1, width + 1):
+            for sym, ln in enumerate(lengths):
+                if ln == length:
+                    rev = int(f"{code >> (16 - length):0{length}b}"[::-1], 2)
+                    lut[rev :: 1 << length] = [(length, sym)] * (1 << (width - length))
+                    code += 1 << (16 - length)
+        return lut, width
+
+    def value(tab: tuple) -> int:
+        nonlocal pos, bits, nbits
+        lut, width = tab
+        if width > nbits:
+            bits |= (src[pos] | src[pos + 1] << 8) << nbits
+            pos += 2
+            nbits += 16
+        hit = lut[bits & ((1 << width) - 1)]
+        if hit is None:
+            raise ValueError("RNC: no Huffman code matches")
+        length, sym = hit
+        bits >>= length
+        nbits -= length
+        return sym if sym < 2 else (1 << (sym - 1)) | read(sym - 1)
+
+    out = bytearray()
+    read(2)  # lock and key flags
+    raw = dist = lens = ([], 0)
+    for _ in range(blocks):
+        raw, dist, lens = table(raw), table(dist), table(lens)
+        counts = read(16)
+        for left in range(counts, 0, -1):
+            n = value(raw)
+            if n:
+                # a literal run comes from after the fetched words: give back whole pending words
+                whole = nbits // 16 * 16
+                pos -= whole // 8
+                nbits -= whole
+                bits &= (1 << nbits) - 1
+                out += src[pos : pos + n]
+                pos += n
+            if left > 1:
+                off = value(dist) + 1
+                n = value(lens) + 2
+                start = len(out) - off
+                if start < 0:
+                    raise ValueError("RNC: match before the start")
+                if off >= n:
+                    out += out[start : start + n]
+                else:
+                    out += (out[start:] * (n // off + 1))[:n]
+    if len(out) != size or _rnc_crc(out) != crc_unpacked:
+        raise ValueError("RNC: unpacked size or CRC mismatch")
+    return bytes(out)
+
+
+def sky_speech(dnr: bytes, dsk: bytes) -> list[tuple[str, bytes]]:
+    """The dialogue lines of a Beneath a Steel Sky sky.dnr / sky.dsk pair: [(name, unsigned 8-bit
+    11.025 kHz PCM)], name "s{section}_{line:04d}", sorted. The PCM is the (unpacked) file after
+    its header; in v0.0372 every line is RNC packed and under 64 KiB, so this is exactly the
+    s_tot_size - 22 bytes that ScummVM's Sound::startSpeech plays."""
+    import struct
+
+    count = struct.unpack("<I", dnr[:4])[0]
+    base = 50000
+    out = []
+    for i in range(count):
+        e = dnr[4 + 8 * i : 12 + 8 * i]
+        nr = e[0] | e[1] << 8
+        sec = next((s for s in range(7) if SKY_SPEECH_SECTIONS[s] <= nr - base
+                    < SKY_SPEECH_SECTIONS[s + 1]), None)
+        if sec is None:
+            continue
+        off = int.from_bytes(e[2:5], "little")
+        flags = int.from_bytes(e[5:8], "little")
+        off = (off & 0x7FFFFF) << 4 if off >> 23 & 1 else off
+        blob = dsk[off : off + (flags & 0x3FFFFF)]
+        if len(blob) < 22:
+            raise ValueError(f"sky.dsk file {nr} is cut short")
+        flag, total = struct.unpack("<H", blob[:2])[0], struct.unpack("<H", blob[12:14])[0]
+        if not flags >> 23 & 1 and flag >> 7 & 1:
+            body = rnc_unpack(blob[22:])
+            if not flags >> 22 & 1:  # the header is not in the packed data: put it back
+                body = blob[:22] + body
+            if len(body) != (flag >> 8) << 16 | total:
+                raise ValueError(f"sky.dsk file {nr}: unpacked size mismatch")
+            blob = body
+        out.append((f"s{sec}_{nr - base - SKY_SPEECH_SECTIONS[sec]:04d}", bytes(blob[22:])))
+    return sorted(out)
+
+
+def recorded_dialogue_sky(deb_dir: Path, rng: np.random.Generator,
+                          ) -> tuple[np.ndarray, list[str], int]:
+    """All of Beneath a Steel Sky's dialogue lines longer than 0.5 s, trimmed, normalised, 16 kHz
+    (as recorded_dialogue)."""
+    debs = _debs(deb_dir, SKY_DEBS)
+    lines: list[tuple[str, bytes]] = []
+    with tempfile.TemporaryDirectory() as td:
+        for deb in debs:
+            subprocess.run(["dpkg", "-x", str(deb), td], check=True)
+        for dnr in sorted(Path(td).rglob("sky.dnr")):
+            lines += sky_speech(dnr.read_bytes(), (dnr.parent / "sky.dsk").read_bytes())
+    if not lines:
+        raise SystemExit(f"no sky.dnr / sky.dsk speech in {[d.name for d in debs]}")
+    chunks, used = [], 0
+    for i in rng.permutation(len(lines)):
+        pcm = (np.frombuffer(lines[i][1], np.uint8).astype(np.float32) - 128.0) / 128.0
+        x = trim(soxr.resample(pcm, SKY_SR, SR), 3e-3)
+        if x.size > SR // 2:
+            chunks += [normalise(x), np.zeros(SR // 5, np.float32)]
+            used += 1
+    return np.concatenate(chunks), [d.name for d in debs], used
+
+
 # Speech through real transmission and storage codecs (issue 17), decoded back to 16 kHz
 # for tools/train.py: the target is the coded speech, as it sounds inside the mixture.
 CODECS = (  # name, ffmpeg encoder arguments, container
@@ -667,6 +850,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dialogue-minutes", type=float, default=None,
                     help="with --dialogue-debs: a random this-many minutes of its lines "
                     "(default: all, about 5 h)")
+    ap.add_argument("--sky-debs", type=Path, default=None,
+                    help="only write speech_sky_train.npy (float16) from the "
+                    "beneath-a-steel-sky .deb here (all its dialogue, about 1.9 h)")
     ap.add_argument("--codec-pool-minutes", type=float, default=None,
                     help="only write speech_codec_train.npy: this much training speech through "
                     "each codec in CODECS (run after the other speech files)")
@@ -707,12 +893,16 @@ def main(argv: list[str] | None = None) -> int:
                                            np.random.default_rng(SEED + 29))
         np.save(args.out / "speech_dialogue_train.npy", x.astype(np.float16))
         extra["speech_dialogue_train"] = {"seconds": x.size / SR, "debs": names, "lines": used}
+    if args.sky_debs:
+        x, names, used = recorded_dialogue_sky(args.sky_debs, np.random.default_rng(SEED + 31))
+        np.save(args.out / "speech_sky_train.npy", x.astype(np.float16))
+        extra["speech_sky_train"] = {"seconds": x.size / SR, "debs": names, "lines": used}
     if args.codec_pool_minutes:
         x, info = codec_pool(args.out, args.codec_pool_minutes, np.random.default_rng(SEED + 23))
         np.save(args.out / "speech_codec_train.npy", x)
         extra["speech_codec_train"] = dict(info, seconds=x.size / SR)
     if args.recorded_es_debs or args.festvox_minutes or args.recorded_noise_debs \
-            or args.codec_pool_minutes or args.dialogue_debs:
+            or args.codec_pool_minutes or args.dialogue_debs or args.sky_debs:
         (args.out / "extra_manifest.json").write_text(json.dumps(extra, indent=1))
         for k, v in extra.items():
             print(f"{k}: {v['seconds'] / 60:.1f} min", file=sys.stderr)

@@ -128,9 +128,15 @@ class Mixer:
             if (corpus / "speech_festvox_train.npy").exists() else None
         self.codec = np.load(corpus / "speech_codec_train.npy", mmap_mode="r") \
             if (corpus / "speech_codec_train.npy").exists() else None
-        # Recorded game dialogue (--dialogue-debs: many actors, float16, memory-mapped)
-        self.dialogue = np.load(corpus / "speech_dialogue_train.npy", mmap_mode="r") \
-            if (corpus / "speech_dialogue_train.npy").exists() else None
+        # Recorded game dialogue (float16, memory-mapped): Flight of the Amazon Queen
+        # (--dialogue-debs) and Beneath a Steel Sky (--sky-debs), two casts; a crop comes from
+        # either in proportion to its length.
+        games = [np.load(corpus / f"{nm}.npy", mmap_mode="r")
+                 for nm in ("speech_dialogue_train", "speech_sky_train")
+                 if (corpus / f"{nm}.npy").exists()]
+        self.dialogue = games or None
+        self.dialogue_p = np.array([g.size for g in games], float) / sum(g.size for g in games) \
+            if games else None
         # Shares: the session-3 recipe is p_recorded 0.4 for speech and music, nothing else.
         lv = {"p_recorded_speech": 0.4, "p_recorded_music": 0.4, "p_recorded_noise": 0.0,
               "p_festvox": 0.0, "p_dialogue": 0.0, "p_codec": 0.0, "p_speaker": 0.0}
@@ -156,7 +162,8 @@ class Mixer:
                 pool = self.festvox
             elif self.dialogue is not None and u < (lv["p_recorded_speech"] + lv["p_festvox"]
                                                     + lv["p_dialogue"]):
-                pool = self.dialogue
+                pool = self.dialogue[0] if len(self.dialogue) == 1 else \
+                    self.dialogue[int(rng.choice(len(self.dialogue), p=self.dialogue_p))]
             if rng.random() < lv["p_speaker"]:
                 x = speaker_crop(pool, self.n, float(np.exp(rng.uniform(np.log(0.78),
                                                                         np.log(1.2)))), rng)
@@ -383,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-festvox", type=float, default=0.0,
                     help="share of speech crops from speech_festvox_train.npy")
     ap.add_argument("--p-dialogue", type=float, default=0.0,
-                    help="share of speech crops from speech_dialogue_train.npy (game dialogue)")
+                    help="share of speech crops from the game dialogue (speech_dialogue_train.npy, "
+                    "speech_sky_train.npy)")
     ap.add_argument("--p-codec", type=float, default=0.0,
                     help="share of speech crops from speech_codec_train.npy (coded speech)")
     ap.add_argument("--p-speaker", type=float, default=0.0,
