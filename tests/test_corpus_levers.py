@@ -230,6 +230,10 @@ def test_mixer_uses_every_extra_source(tmp_path) -> None:
     a, b = m.batch_at(11), train.Mixer(tmp_path, 1.0, 4, 5, levers).batch_at(11)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # pure in (seed, step)
     assert all(np.isfinite(x).all() for x in a)
+    music_only = train.Mixer(tmp_path, 1.0, 4, 5, dict(levers, class_p=[0, 2, 0]))
+    rng = np.random.default_rng(1)
+    picked = [music_only.prompts[music_only.example(rng)[2]][0] for _ in range(200)]
+    assert picked.count("music") >= 180  # the rest: the 5 % whose prompted sound is absent
     y = train.speaker_crop(np.load(tmp_path / "speech_train.npy"), SR, 0.8,
                            np.random.default_rng(0))
     assert y.shape == (SR,) and y.dtype == np.float32

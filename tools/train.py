@@ -142,6 +142,8 @@ class Mixer:
               "p_festvox": 0.0, "p_dialogue": 0.0, "p_codec": 0.0, "p_speaker": 0.0}
         lv.update(levers or {})
         self.levers = lv
+        self.class_p = np.array(lv.get("class_p") or [0.5, 0.3, 0.2], float)
+        self.class_p = self.class_p / self.class_p.sum()
         self.n = int(seconds * F.SR) // F.HOP * F.HOP
         self.batch = batch
         self.seed = seed
@@ -175,7 +177,7 @@ class Mixer:
         return crop(self.src[c], self.n, rng)
 
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-        target = rng.choice(CLASSES, p=[0.5, 0.3, 0.2])
+        target = rng.choice(CLASSES, p=self.class_p)
         present = {target}
         others = [c for c in CLASSES if c != target]
         for c in others:
@@ -396,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of speech crops from speech_codec_train.npy (coded speech)")
     ap.add_argument("--p-speaker", type=float, default=0.0,
                     help="share of speech crops played 0.78-1.2x faster (pitch and formants)")
+    ap.add_argument("--class-shares", type=float, nargs=3, default=None,
+                    metavar=("SPEECH", "MUSIC", "NOISE"),
+                    help="how often each class is the prompted target (default 0.5 0.3 0.2)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                     help="mx.compile the training step (see the note where it is built)")
     ap.add_argument("--export-only", action="store_true",
@@ -454,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     levers = {k: getattr(a, k) for k in ("p_recorded_speech", "p_recorded_music",
                                           "p_recorded_noise", "p_festvox", "p_dialogue",
                                           "p_codec", "p_speaker")}
+    levers["class_p"] = a.class_shares
     state["levers"] = levers
     mixer = Mixer(a.corpus, a.seconds, a.batch, SEED, levers)
     print(f"data: {levers}; recorded {sorted(mixer.recorded)}, festvox "
